@@ -1,0 +1,75 @@
+SHELL := /bin/bash
+
+# Builds ngx_http_integrations_module.so against Debian's nginx-dev tree
+# and the integrationsctl CLI.
+
+NGX_SRC   ?= /usr/share/nginx/src
+BUILD     ?= build
+NGX_BUILD  = $(BUILD)/nginx
+MODULE     = $(BUILD)/ngx_http_integrations_module.so
+CLI        = $(BUILD)/integrationsctl
+CC        ?= cc
+CFLAGS    ?= -O2 -g -Wall -Wextra -Wno-unused-parameter
+SRCS       = $(wildcard src/*.c src/*.h) config
+CLI_SRCS   = $(wildcard src/cli/*.c src/cli/*.h) src/ngx_integrations_key.c \
+	         src/ngx_integrations_key.h
+
+.PHONY: all deps module cli run stop test test-asan unit bench lint clean
+
+all: deps module cli
+
+deps:
+	@scripts/deps.sh
+
+module: $(MODULE)
+
+cli: $(CLI)
+
+$(NGX_BUILD)/Makefile: config
+	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD)
+	cp -r $(NGX_SRC) $(NGX_BUILD)
+	. $(NGX_BUILD)/conf_flags && cd $(NGX_BUILD) && \
+	    ./configure "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt="$(NGX_CC_OPT)" --with-ld-opt="$(NGX_LD_OPT)" \
+	    --add-dynamic-module=$(CURDIR) >configure.log 2>&1 \
+	    || { tail -30 configure.log; exit 1; }
+
+$(MODULE): $(NGX_BUILD)/Makefile $(SRCS)
+	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
+	cp $(NGX_BUILD)/objs/ngx_http_integrations_module.so $@
+
+$(CLI): $(CLI_SRCS)
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -Isrc -o $@ $(filter %.c,$^) \
+	    -lhiredis -ljansson -lcrypto -lz $(CLI_LDFLAGS)
+
+run: all
+	@scripts/run.sh
+
+stop:
+	@scripts/run.sh stop
+
+# Every test: C unit tests (TAP) and integration tests with real nginx and
+# Redis, all driven by prove.
+test: all
+	prove t/
+
+# The same suite with the module and CLI built under AddressSanitizer;
+# any sanitizer report in an nginx error log fails the run.
+test-asan: deps
+	$(MAKE) BUILD=build-asan NGX_CC_OPT="-fsanitize=address,undefined -fno-omit-frame-pointer -g -O1" \
+	    NGX_LD_OPT="-fsanitize=address,undefined" \
+	    CLI_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+	    CLI_LDFLAGS="-fsanitize=address,undefined" module cli
+	INTEGRATIONS_BUILD=build-asan INTEGRATIONS_ASAN=1 prove -j1 t/
+
+bench: all
+	@scripts/deps.sh bench
+	@bench/run.sh
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
+	    --inline-suppr -I src src
+	@scripts/style-check.sh
+
+clean:
+	rm -rf build build-asan t/tmp

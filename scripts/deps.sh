@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, tests and demo need, if missing.
+# Usage: scripts/deps.sh [bench]   (bench adds the OpenResty peer's packages)
+set -euo pipefail
+pkgs="gcc make nginx nginx-dev libhiredis-dev libjansson-dev libpcre2-dev
+      libssl-dev zlib1g-dev redis-server perl curl"
+if [ "${1:-}" = bench ]; then
+    pkgs="$pkgs wrk python3 libnginx-mod-http-lua lua-nginx-redis
+          lua-nginx-string"
+fi
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
+        || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq $missing >/dev/null
+# Debian starts these services on install; the project runs its own.
+$SUDO systemctl disable --now nginx redis-server >/dev/null 2>&1 || true

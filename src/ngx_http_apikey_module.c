@@ -1,0 +1,1831 @@
+/*
+ * ngx_http_apikey_module: the access phase.
+ *
+ * Finds the API key in the configured headers, refuses junk without asking
+ * Redis (format + checksum), then asks Redis once: one script checks the
+ * key record (hash, status, expiry, IP allowlist, scopes) and applies the
+ * per-key rolling-window rate limit. The request waits (NGX_AGAIN) while
+ * Redis answers and is resumed with ngx_http_core_run_phases().
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_integrations_common.h"
+#include "ngx_integrations_json.h"
+#include "ngx_integrations_key.h"
+
+
+#define NGX_HTTP_APIKEY_NEW          0
+#define NGX_HTTP_APIKEY_WAITING      1
+#define NGX_HTTP_APIKEY_DONE         2
+
+/* results of the access script */
+#define NGX_HTTP_APIKEY_UNKNOWN      0
+#define NGX_HTTP_APIKEY_BAD_SECRET   1
+#define NGX_HTTP_APIKEY_REVOKED      2
+#define NGX_HTTP_APIKEY_EXPIRED      3
+#define NGX_HTTP_APIKEY_IP           4
+#define NGX_HTTP_APIKEY_SCOPE        5
+#define NGX_HTTP_APIKEY_LIMITED      6
+#define NGX_HTTP_APIKEY_OK           7
+/* found no key, or a malformed one, or two different ones */
+#define NGX_HTTP_APIKEY_MISSING      100
+#define NGX_HTTP_APIKEY_MALFORMED    101
+#define NGX_HTTP_APIKEY_AMBIGUOUS    102
+#define NGX_HTTP_APIKEY_REDIS_DOWN   103
+
+#define NGX_HTTP_APIKEY_FAILURE_CLOSED  0
+#define NGX_HTTP_APIKEY_FAILURE_OPEN    1
+
+#define NGX_HTTP_APIKEY_MAX_HEADERS  8
+#define NGX_HTTP_APIKEY_CACHE_SIZE   4096
+
+
+typedef struct {
+    ngx_str_t                         name;      /* lowercase */
+    ngx_str_t                         scheme;    /* "Bearer" or empty */
+    ngx_str_t                         display;   /* as configured */
+} ngx_http_apikey_header_t;
+
+
+typedef struct {
+    ngx_flag_t                        enable;
+    ngx_array_t                      *headers;   /* apikey_header_t */
+    ngx_array_t                      *scopes;    /* ngx_str_t */
+    ngx_str_t                         scopes_arg;
+    ngx_uint_t                        rate;      /* 0: no limit */
+    ngx_msec_t                        window;
+    ngx_str_t                         bucket;
+    ngx_uint_t                        failure;
+    ngx_msec_t                        open_ttl;
+    ngx_flag_t                        pass_key;
+    ngx_str_t                         hint;
+} ngx_http_apikey_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                         pepper;
+    ngx_integrations_redis_script_t  *script;
+    ngx_integrations_redis_conf_t    *redis;
+    ngx_uint_t                        used;
+} ngx_http_apikey_main_conf_t;
+
+
+typedef struct {
+    ngx_http_request_t               *request;
+    ngx_integrations_redis_cmd_t      cmd;
+    ngx_str_t                         args[7];
+    ngx_uint_t                        state;
+    ngx_int_t                         code;
+    ngx_integrations_identity_t       identity;
+    u_char                            hash[NGX_INTEGRATIONS_HASH_HEX_LEN];
+    u_char                            ip[33];
+    ngx_str_t                         conflict;  /* ambiguous header */
+    ngx_str_t                         bucket;
+    int64_t                           limit;
+    int64_t                           remaining;
+    int64_t                           reset_ms;
+    int64_t                           retry_ms;
+    ngx_msec_t                        window;
+    unsigned                          keyed:1;
+} ngx_http_apikey_ctx_t;
+
+
+/* the open policy's memory of keys this worker validated */
+typedef struct {
+    u_char                            hash[NGX_INTEGRATIONS_HASH_HEX_LEN];
+    u_char                            ip[33];
+    ngx_msec_t                        at;
+    ngx_integrations_identity_t       identity;
+    u_char                           *blob;
+} ngx_http_apikey_cache_entry_t;
+
+
+static ngx_int_t ngx_http_apikey_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_apikey_finish(ngx_http_request_t *r,
+    ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
+static void ngx_http_apikey_reply(void *data, redisReply *reply);
+static ngx_http_apikey_ctx_t *ngx_http_apikey_get_ctx(ngx_http_request_t *r);
+static void ngx_http_apikey_ctx_marker(void *data);
+static ngx_int_t ngx_http_apikey_find_key(ngx_http_request_t *r,
+    ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_ctx_t *ctx,
+    ngx_str_t *key);
+static void ngx_http_apikey_cache_put(ngx_http_apikey_ctx_t *ctx);
+static ngx_int_t ngx_http_apikey_cache_get(ngx_http_request_t *r,
+    ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
+static ngx_int_t ngx_http_apikey_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_apikey_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_apikey_add_variables(ngx_conf_t *cf);
+static void *ngx_http_apikey_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_apikey_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_apikey_header(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_apikey_scope(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_apikey_redis_failure(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_apikey_init(ngx_conf_t *cf);
+static void ngx_http_apikey_exit_process(ngx_cycle_t *cycle);
+
+
+/*
+ * KEYS: the key record, the rate-limit log of this bucket (same hash tag).
+ * ARGV: key hash, required scopes, client IP (32 hex), limit, window ms.
+ * Returns {code, hash, org, name, scopes, env, expires, limit, remaining,
+ * reset ms, retry ms}. Time is Redis's, so every node agrees on the window.
+ * The hash is compared here only to decide whether to spend allowance; the
+ * module compares it again in constant time.
+ */
+static const char  ngx_http_apikey_script[] =
+"local r = redis.call('HMGET', KEYS[1], 'hash', 'org', 'name', 'scopes',\n"
+"  'status', 'expires', 'nets', 'rate_limit', 'env', 'last_used', 'ips')\n"
+"if not r[1] then return {0} end\n"
+"if r[1] ~= ARGV[1] then return {1} end\n"
+"local t = redis.call('TIME')\n"
+"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+"local exp = tonumber(r[6]) or 0\n"
+"local function res(code, limit, rem, reset, retry)\n"
+"  return {code, r[1], r[2] or '', r[3] or '', r[4] or '', r[9] or 'live',\n"
+"    exp, limit or 0, rem or 0, reset or 0, retry or 0}\n"
+"end\n"
+"if r[5] ~= 'active' then return res(2) end\n"
+"if exp > 0 and exp * 1000 <= now then return res(3) end\n"
+"if now - (tonumber(r[10]) or 0) * 1000 >= 60000 then\n"
+"  redis.call('HSET', KEYS[1], 'last_used', math.floor(now / 1000))\n"
+"end\n"
+"local nets = r[7] or ''\n"
+"if nets == '' and (r[11] or '') ~= '' then return res(4) end\n"
+"if nets ~= '' then\n"
+"  local ip, ok = ARGV[3], false\n"
+"  if ip ~= '' then\n"
+"    for hex, bits in string.gmatch(nets, '(%x+)/(%d+)') do\n"
+"      bits = tonumber(bits)\n"
+"      local full = math.floor(bits / 4)\n"
+"      if string.sub(hex, 1, full) == string.sub(ip, 1, full) then\n"
+"        local rest = bits % 4\n"
+"        if rest == 0 then ok = true break end\n"
+"        local m = 16 - 2 ^ (4 - rest)\n"
+"        local a = tonumber(string.sub(hex, full + 1, full + 1), 16)\n"
+"        local b = tonumber(string.sub(ip, full + 1, full + 1), 16)\n"
+"        if bit.band(a, m) == bit.band(b, m) then ok = true break end\n"
+"      end\n"
+"    end\n"
+"  end\n"
+"  if not ok then return res(4) end\n"
+"end\n"
+"local have = ' ' .. (r[4] or '') .. ' '\n"
+"for s in string.gmatch(ARGV[2], '%S+') do\n"
+"  if not string.find(have, ' ' .. s .. ' ', 1, true) then\n"
+"    return res(5)\n"
+"  end\n"
+"end\n"
+"local limit = tonumber(ARGV[4])\n"
+"if limit == 0 then return res(7) end\n"
+"local own = tonumber(r[8])\n"
+"if own and own > 0 then limit = own end\n"
+"local win = tonumber(ARGV[5])\n"
+"redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - win)\n"
+"local n = redis.call('ZCARD', KEYS[2])\n"
+"if n >= limit then\n"
+"  local o = redis.call('ZRANGE', KEYS[2], n - limit, n - limit,\n"
+"    'WITHSCORES')\n"
+"  local retry = tonumber(o[2]) + win - now\n"
+"  return res(6, limit, 0, retry, retry)\n"
+"end\n"
+"redis.call('ZADD', KEYS[2], now, now .. '-' .. n)\n"
+"redis.call('PEXPIRE', KEYS[2], win)\n"
+"local o = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')\n"
+"return res(7, limit, limit - n - 1, tonumber(o[2]) + win - now, 0)\n";
+
+
+static ngx_conf_enum_t  ngx_http_apikey_failure_enum[] = {
+    { ngx_string("closed"), NGX_HTTP_APIKEY_FAILURE_CLOSED },
+    { ngx_string("open"), NGX_HTTP_APIKEY_FAILURE_OPEN },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_apikey_commands[] = {
+
+    { ngx_string("apikey"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apikey_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("apikey_header"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_apikey_header,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apikey_scope"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_apikey_scope,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apikey_rate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      ngx_http_apikey_rate_limit,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("apikey_redis_failure"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_apikey_redis_failure,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_apikey_failure_enum },
+
+    { ngx_string("apikey_pass_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_apikey_loc_conf_t, pass_key),
+      NULL },
+
+    { ngx_string("apikey_pepper"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_apikey_main_conf_t, pepper),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_apikey_module_ctx = {
+    ngx_http_apikey_add_variables,         /* preconfiguration */
+    ngx_http_apikey_init,                  /* postconfiguration */
+
+    ngx_http_apikey_create_main_conf,      /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_apikey_create_loc_conf,       /* create location configuration */
+    ngx_http_apikey_merge_loc_conf         /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_apikey_module = {
+    NGX_MODULE_V1,
+    &ngx_http_apikey_module_ctx,           /* module context */
+    ngx_http_apikey_commands,              /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_apikey_exit_process,          /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+enum {
+    NGX_HTTP_APIKEY_VAR_ORG = 0,
+    NGX_HTTP_APIKEY_VAR_ID,
+    NGX_HTTP_APIKEY_VAR_NAME,
+    NGX_HTTP_APIKEY_VAR_SCOPES,
+    NGX_HTTP_APIKEY_VAR_ENV,
+    NGX_HTTP_APIKEY_VAR_REMAINING
+};
+
+
+static ngx_http_variable_t  ngx_http_apikey_vars[] = {
+
+    { ngx_string("apikey_org"), NULL, ngx_http_apikey_variable,
+      NGX_HTTP_APIKEY_VAR_ORG, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("apikey_id"), NULL, ngx_http_apikey_variable,
+      NGX_HTTP_APIKEY_VAR_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("apikey_name"), NULL, ngx_http_apikey_variable,
+      NGX_HTTP_APIKEY_VAR_NAME, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("apikey_scopes"), NULL, ngx_http_apikey_variable,
+      NGX_HTTP_APIKEY_VAR_SCOPES, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("apikey_env"), NULL, ngx_http_apikey_variable,
+      NGX_HTTP_APIKEY_VAR_ENV, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("apikey_rate_remaining"), NULL, ngx_http_apikey_variable,
+      NGX_HTTP_APIKEY_VAR_REMAINING, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+static ngx_http_apikey_cache_entry_t    *ngx_http_apikey_cache;
+
+
+static ngx_int_t
+ngx_http_apikey_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                     rc;
+    ngx_str_t                     key, keys[2];
+    ngx_http_apikey_ctx_t        *ctx;
+    ngx_integrations_key_parts_t  parts;
+    ngx_http_apikey_loc_conf_t   *alcf;
+    ngx_http_apikey_main_conf_t  *amcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_apikey_module);
+
+    if (!alcf->enable || r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_apikey_get_ctx(r);
+
+    if (ctx) {
+        if (ctx->state == NGX_HTTP_APIKEY_WAITING) {
+            return NGX_AGAIN;
+        }
+
+        /* resumed after Redis answered, or after an internal redirect */
+        return ngx_http_apikey_finish(r, ctx, alcf);
+    }
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_apikey_module);
+
+    {
+        ngx_pool_cleanup_t  *cln;
+
+        cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_apikey_ctx_t));
+        if (cln == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx = cln->data;
+        ngx_memzero(ctx, sizeof(ngx_http_apikey_ctx_t));
+        cln->handler = ngx_http_apikey_ctx_marker;
+    }
+
+    ctx->request = r;
+    ctx->window = alcf->window;
+    ctx->bucket = alcf->bucket;
+    ngx_http_set_ctx(r, ctx, ngx_http_apikey_module);
+
+    rc = ngx_http_apikey_find_key(r, alcf, ctx, &key);
+
+    if (rc != NGX_OK) {
+        ctx->state = NGX_HTTP_APIKEY_DONE;
+        ctx->code = rc == NGX_DECLINED ? NGX_HTTP_APIKEY_AMBIGUOUS
+                                       : NGX_HTTP_APIKEY_MISSING;
+        return ngx_http_apikey_finish(r, ctx, alcf);
+    }
+
+    if (ngx_integrations_key_parse(key.data, key.len, &parts) != 0) {
+        ctx->state = NGX_HTTP_APIKEY_DONE;
+        ctx->code = NGX_HTTP_APIKEY_MALFORMED;
+        return ngx_http_apikey_finish(r, ctx, alcf);
+    }
+
+    if (ngx_integrations_key_hash(key.data, key.len, amcf->pepper.data,
+                                  amcf->pepper.len, ctx->hash)
+        != 0)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->identity.id.data = ngx_pnalloc(r->pool, NGX_INTEGRATIONS_KEY_ID_LEN);
+    if (ctx->identity.id.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(ctx->identity.id.data, parts.id, NGX_INTEGRATIONS_KEY_ID_LEN);
+    ctx->identity.id.len = NGX_INTEGRATIONS_KEY_ID_LEN;
+
+    (void) ngx_integrations_ip_hex(r->connection->sockaddr,
+                                   (char *) ctx->ip);
+
+    if (ngx_integrations_redis_key(r->pool, amcf->redis, &keys[0],
+                                   "{k:%V}", &ctx->identity.id)
+        != NGX_OK
+        || ngx_integrations_redis_key(r->pool, amcf->redis, &keys[1],
+                                      "{k:%V}:rl:%V", &ctx->identity.id,
+                                      &alcf->bucket)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->args[0] = keys[0];
+    ctx->args[1] = keys[1];
+    ctx->args[2].data = ctx->hash;
+    ctx->args[2].len = NGX_INTEGRATIONS_HASH_HEX_LEN;
+    ctx->args[3] = alcf->scopes_arg;
+    ctx->args[4].data = ctx->ip;
+    ctx->args[4].len = ngx_strlen(ctx->ip);
+
+    ctx->args[5].data = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN);
+    if (ctx->args[5].data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->args[5].len = ngx_sprintf(ctx->args[5].data, "%ui", alcf->rate)
+                       - ctx->args[5].data;
+    ctx->args[6].data = ctx->args[5].data + ctx->args[5].len;
+    ctx->args[6].len = ngx_sprintf(ctx->args[6].data, "%M", alcf->window)
+                       - ctx->args[6].data;
+
+    ctx->cmd.script = amcf->script;
+    ctx->cmd.nkeys = 2;
+    ctx->cmd.nargs = 7;
+    ctx->cmd.args = ctx->args;
+    ctx->cmd.handler = ngx_http_apikey_reply;
+    ctx->cmd.data = ctx;
+
+    rc = ngx_integrations_redis_send_r(r, amcf->redis, &ctx->cmd);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ctx->state = NGX_HTTP_APIKEY_DONE;
+        ctx->code = NGX_HTTP_APIKEY_REDIS_DOWN;
+        return ngx_http_apikey_finish(r, ctx, alcf);
+    }
+
+    ctx->state = NGX_HTTP_APIKEY_WAITING;
+
+    return NGX_AGAIN;
+}
+
+
+static ngx_int_t
+ngx_http_apikey_copy(ngx_pool_t *pool, ngx_str_t *dst, redisReply *e)
+{
+    if (e->type != REDIS_REPLY_STRING) {
+        dst->len = 0;
+        dst->data = NULL;
+        return NGX_OK;
+    }
+
+    dst->data = ngx_pnalloc(pool, e->len);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, e->str, e->len);
+    dst->len = e->len;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_apikey_reply(void *data, redisReply *reply)
+{
+    ngx_http_apikey_ctx_t   *ctx = data;
+
+    ngx_uint_t               i;
+    redisReply             **e;
+    ngx_connection_t        *c;
+    ngx_http_request_t      *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    ctx->state = NGX_HTTP_APIKEY_DONE;
+    ctx->code = NGX_HTTP_APIKEY_REDIS_DOWN;
+
+    if (reply == NULL) {
+        goto resume;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "apikey: unexpected reply from redis: %*s",
+                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
+                                                       : (size_t) 0,
+                      reply->str);
+        goto resume;
+    }
+
+    e = reply->element;
+
+    if (e[0]->integer < NGX_HTTP_APIKEY_REVOKED) {
+        ctx->code = e[0]->integer;
+        goto resume;
+    }
+
+    if (reply->elements != 11) {
+        goto resume;
+    }
+
+    for (i = 7; i < 11; i++) {
+        if (e[i]->type != REDIS_REPLY_INTEGER) {
+            goto resume;
+        }
+    }
+
+    /* the authoritative comparison, in constant time */
+    if (e[1]->type != REDIS_REPLY_STRING
+        || e[1]->len != NGX_INTEGRATIONS_HASH_HEX_LEN
+        || !ngx_integrations_key_equal((u_char *) e[1]->str, ctx->hash,
+                                       NGX_INTEGRATIONS_HASH_HEX_LEN))
+    {
+        ctx->code = NGX_HTTP_APIKEY_BAD_SECRET;
+        goto resume;
+    }
+
+    if (ngx_http_apikey_copy(r->pool, &ctx->identity.org, e[2]) != NGX_OK
+        || ngx_http_apikey_copy(r->pool, &ctx->identity.name, e[3])
+           != NGX_OK
+        || ngx_http_apikey_copy(r->pool, &ctx->identity.scopes, e[4])
+           != NGX_OK
+        || ngx_http_apikey_copy(r->pool, &ctx->identity.env, e[5])
+           != NGX_OK)
+    {
+        goto resume;
+    }
+
+    ctx->identity.expires = (time_t) e[6]->integer;
+    ctx->limit = e[7]->integer;
+    ctx->remaining = e[8]->integer;
+    ctx->reset_ms = e[9]->integer;
+    ctx->retry_ms = e[10]->integer;
+    ctx->code = e[0]->integer;
+
+    if (ctx->code == NGX_HTTP_APIKEY_OK) {
+        ngx_http_apikey_cache_put(ctx);
+    }
+
+resume:
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_apikey_send(ngx_http_request_t *r, ngx_uint_t status, u_char *body,
+    size_t len)
+{
+    ngx_int_t  rc;
+
+    rc = ngx_integrations_json_send(r, status, body, len);
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_apikey_unauthorized(ngx_http_request_t *r,
+    ngx_http_apikey_loc_conf_t *alcf, const char *hint, ngx_uint_t invalid)
+{
+    u_char     *body, *p;
+    size_t      len;
+    ngx_str_t   v;
+
+    if (invalid) {
+        ngx_str_set(&v, "Bearer realm=\"integrations\", "
+                        "error=\"invalid_token\"");
+
+    } else {
+        ngx_str_set(&v, "Bearer realm=\"integrations\"");
+    }
+
+    if (ngx_integrations_json_header(r, "WWW-Authenticate", &v) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (hint == NULL) {
+        hint = (const char *) alcf->hint.data;
+    }
+
+    len = sizeof("{\"error\":\"Unauthorized\",\"hint\":\"\"}")
+          + ngx_integrations_json_escaped_len((u_char *) hint,
+                                              ngx_strlen(hint));
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body, "{\"error\":\"Unauthorized\",\"hint\":\"",
+                   sizeof("{\"error\":\"Unauthorized\",\"hint\":\"") - 1);
+    p = ngx_integrations_json_escape(p, (u_char *) hint, ngx_strlen(hint));
+    p = ngx_cpymem(p, "\"}", 2);
+
+    return ngx_http_apikey_send(r, NGX_HTTP_UNAUTHORIZED, body, p - body);
+}
+
+
+static ngx_int_t
+ngx_http_apikey_scope_refusal(ngx_http_request_t *r,
+    ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf)
+{
+    u_char      *body, *p, *h;
+    size_t       len;
+    ngx_str_t   *s, v;
+    ngx_uint_t   i, n;
+
+    if (alcf->scopes == NULL) {
+        return NGX_OK;
+    }
+
+    s = alcf->scopes->elts;
+    len = sizeof("{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\","
+                 "\"missingScopes\":[]}");
+    n = 0;
+
+    for (i = 0; i < alcf->scopes->nelts; i++) {
+        if (!ngx_integrations_scope_has(ctx->identity.scopes.data,
+                                        ctx->identity.scopes.len,
+                                        s[i].data, s[i].len))
+        {
+            len += s[i].len * 2 + 3;
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    h = ngx_pnalloc(r->pool, len + sizeof("Bearer error=\"insufficient_scope\""
+                                          ", scope=\"\""));
+    if (body == NULL || h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body, "{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\","
+                   "\"missingScopes\":[",
+                   sizeof("{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\","
+                          "\"missingScopes\":[") - 1);
+
+    v.data = h;
+    h = ngx_cpymem(h, "Bearer error=\"insufficient_scope\", scope=\"",
+                   sizeof("Bearer error=\"insufficient_scope\", scope=\"")
+                   - 1);
+    n = 0;
+
+    for (i = 0; i < alcf->scopes->nelts; i++) {
+        if (ngx_integrations_scope_has(ctx->identity.scopes.data,
+                                       ctx->identity.scopes.len,
+                                       s[i].data, s[i].len))
+        {
+            continue;
+        }
+
+        if (n++) {
+            *p++ = ',';
+            *h++ = ' ';
+        }
+
+        *p++ = '"';
+        p = ngx_integrations_json_escape(p, s[i].data, s[i].len);
+        *p++ = '"';
+        h = ngx_cpymem(h, s[i].data, s[i].len);
+    }
+
+    p = ngx_cpymem(p, "]}", 2);
+    *h++ = '"';
+    v.len = h - v.data;
+
+    if (ngx_integrations_json_header(r, "WWW-Authenticate", &v) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_apikey_send(r, NGX_HTTP_FORBIDDEN, body, p - body);
+}
+
+
+/* the key headers go no further than this module, unless kept */
+
+static void
+ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf)
+{
+    ngx_uint_t                 i, j;
+    ngx_list_part_t           *part;
+    ngx_table_elt_t           *h;
+    ngx_http_apikey_header_t  *hd;
+
+    static ngx_uint_t          hash;
+
+    if (alcf->pass_key) {
+        return;
+    }
+
+    if (hash == 0) {
+        hash = ngx_hash_key((u_char *) "keep-alive", 10);
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+    hd = alcf->headers->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        for (j = 0; j < alcf->headers->nelts; j++) {
+            if (h[i].key.len != hd[j].name.len
+                || ngx_strncmp(h[i].lowcase_key, hd[j].name.data,
+                               hd[j].name.len) != 0)
+            {
+                continue;
+            }
+
+            /*
+             * nginx 1.22 cannot unlink a request header. An empty
+             * Keep-Alive is a hop-by-hop header proxy_pass never
+             * forwards, and $http_<name> no longer finds the key.
+             */
+            if (r->headers_in.authorization == &h[i]) {
+                r->headers_in.authorization = NULL;
+            }
+
+            ngx_str_set(&h[i].key, "Keep-Alive");
+            h[i].lowcase_key = (u_char *) "keep-alive";
+            h[i].hash = hash;
+            h[i].value.len = 0;
+            break;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
+    ngx_http_apikey_loc_conf_t *alcf)
+{
+    u_char      *p, buf[128];
+    ngx_int_t    rc;
+    ngx_str_t    field;
+
+    ngx_http_apikey_strip(r, alcf);
+
+    if (ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN) {
+        if (alcf->failure == NGX_HTTP_APIKEY_FAILURE_OPEN
+            && ngx_http_apikey_cache_get(r, ctx, alcf) == NGX_OK)
+        {
+            ctx->code = NGX_HTTP_APIKEY_OK;
+            ctx->limit = 0;
+
+        } else {
+            return ngx_http_apikey_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   (u_char *) "{\"error\":\"Service unavailable\"}",
+                                   sizeof("{\"error\":\"Service unavailable\"}")
+                                   - 1);
+        }
+    }
+
+    switch (ctx->code) {
+
+    case NGX_HTTP_APIKEY_MISSING:
+        return ngx_http_apikey_unauthorized(r, alcf, NULL, 0);
+
+    case NGX_HTTP_APIKEY_MALFORMED:
+        return ngx_http_apikey_unauthorized(r, alcf,
+                                            "The API key is malformed", 1);
+
+    case NGX_HTTP_APIKEY_UNKNOWN:
+    case NGX_HTTP_APIKEY_BAD_SECRET:
+        return ngx_http_apikey_unauthorized(r, alcf,
+                                            "The API key is not valid", 1);
+
+    case NGX_HTTP_APIKEY_REVOKED:
+        return ngx_http_apikey_unauthorized(r, alcf,
+                                            "The API key has been revoked", 1);
+
+    case NGX_HTTP_APIKEY_EXPIRED:
+        return ngx_http_apikey_unauthorized(r, alcf,
+                                            "The API key has expired", 1);
+
+    case NGX_HTTP_APIKEY_AMBIGUOUS:
+        field = ctx->conflict;
+        rc = ngx_integrations_json_invalid(r, NGX_HTTP_BAD_REQUEST, &field,
+                                           "a different API key was sent "
+                                           "in another header");
+        ngx_http_finalize_request(r, rc);
+        return NGX_DONE;
+
+    default:
+        break;
+    }
+
+    /* from here on the request has a known identity */
+    ctx->keyed = 1;
+
+    if (ctx->code == NGX_HTTP_APIKEY_IP) {
+        return ngx_http_apikey_send(r, NGX_HTTP_FORBIDDEN,
+                   (u_char *) "{\"error\":\"Forbidden\","
+                              "\"code\":\"IP_NOT_ALLOWED\"}",
+                   sizeof("{\"error\":\"Forbidden\","
+                          "\"code\":\"IP_NOT_ALLOWED\"}") - 1);
+    }
+
+    /* checked here too, so that an internal redirect gets its own scopes */
+    rc = ngx_http_apikey_scope_refusal(r, ctx, alcf);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ctx->code == NGX_HTTP_APIKEY_LIMITED) {
+        p = ngx_sprintf(buf, "{\"error\":\"Rate limit exceeded. Try again "
+                        "later.\",\"retryAfter\":%L}",
+                        (int64_t) ((ctx->retry_ms + 999) / 1000));
+        return ngx_http_apikey_send(r, NGX_HTTP_TOO_MANY_REQUESTS, buf,
+                                    p - buf);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_apikey_find_key(ngx_http_request_t *r,
+    ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_ctx_t *ctx,
+    ngx_str_t *key)
+{
+    u_char                    *s, *e;
+    ngx_uint_t                 i, j;
+    ngx_list_part_t           *part;
+    ngx_table_elt_t           *h;
+    ngx_http_apikey_header_t  *hd;
+
+    key->len = 0;
+    key->data = NULL;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+    hd = alcf->headers->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        for (j = 0; j < alcf->headers->nelts; j++) {
+
+            if (h[i].key.len != hd[j].name.len
+                || ngx_strncmp(h[i].lowcase_key, hd[j].name.data,
+                               hd[j].name.len) != 0)
+            {
+                continue;
+            }
+
+            s = h[i].value.data;
+            e = s + h[i].value.len;
+
+            if (hd[j].scheme.len) {
+                if ((size_t) (e - s) <= hd[j].scheme.len
+                    || ngx_strncasecmp(s, hd[j].scheme.data,
+                                       hd[j].scheme.len) != 0
+                    || (s[hd[j].scheme.len] != ' '
+                        && s[hd[j].scheme.len] != '\t'))
+                {
+                    /* another scheme (Basic, ...): not an API key */
+                    continue;
+                }
+
+                s += hd[j].scheme.len;
+            }
+
+            while (s < e && (*s == ' ' || *s == '\t')) {
+                s++;
+            }
+
+            while (e > s && (e[-1] == ' ' || e[-1] == '\t')) {
+                e--;
+            }
+
+            if (s == e) {
+                continue;
+            }
+
+            if (key->len == 0) {
+                key->data = s;
+                key->len = e - s;
+                continue;
+            }
+
+            if (key->len != (size_t) (e - s)
+                || ngx_memcmp(key->data, s, key->len) != 0)
+            {
+                ctx->conflict = hd[j].display;
+                return NGX_DECLINED;
+            }
+        }
+    }
+
+    return key->len ? NGX_OK : NGX_ERROR;
+}
+
+
+/* marks the pool cleanup that holds the context; nothing to free */
+
+static void
+ngx_http_apikey_ctx_marker(void *data)
+{
+}
+
+
+/* also finds the context after an internal redirect */
+
+static ngx_http_apikey_ctx_t *
+ngx_http_apikey_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_apikey_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_apikey_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    /* an internal redirect clears module contexts, not the pool */
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_apikey_ctx_marker) {
+            ctx = cln->data;
+            if (ctx->request == r) {
+                ngx_http_set_ctx(r, ctx, ngx_http_apikey_module);
+                return ctx;
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_integrations_identity_t *
+ngx_http_apikey_identity(ngx_http_request_t *r)
+{
+    ngx_http_apikey_ctx_t  *ctx;
+
+    ctx = ngx_http_apikey_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->keyed || ctx->code != NGX_HTTP_APIKEY_OK) {
+        return NULL;
+    }
+
+    return &ctx->identity;
+}
+
+
+static ngx_uint_t
+ngx_http_apikey_cache_slot(u_char *hash)
+{
+    return (ngx_hextoi(hash, 6) & 0xffffff) % NGX_HTTP_APIKEY_CACHE_SIZE;
+}
+
+
+static void
+ngx_http_apikey_cache_put(ngx_http_apikey_ctx_t *ctx)
+{
+    u_char                         *p;
+    size_t                          len;
+    ngx_integrations_identity_t    *id;
+    ngx_http_apikey_cache_entry_t  *e;
+
+    if (ngx_http_apikey_cache == NULL) {
+        ngx_http_apikey_cache = ngx_calloc(NGX_HTTP_APIKEY_CACHE_SIZE
+                                           * sizeof(ngx_http_apikey_cache_entry_t),
+                                           ngx_cycle->log);
+        if (ngx_http_apikey_cache == NULL) {
+            return;
+        }
+    }
+
+    e = &ngx_http_apikey_cache[ngx_http_apikey_cache_slot(ctx->hash)];
+
+    if (ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0
+        && e->blob != NULL
+        && ngx_strcmp(e->ip, ctx->ip) == 0
+        && e->identity.scopes.len == ctx->identity.scopes.len
+        && ngx_memcmp(e->identity.scopes.data, ctx->identity.scopes.data,
+                      ctx->identity.scopes.len) == 0)
+    {
+        e->at = ngx_current_msec;
+        return;
+    }
+
+    id = &ctx->identity;
+    len = id->org.len + id->id.len + id->name.len + id->scopes.len
+          + id->env.len;
+
+    if (e->blob) {
+        ngx_free(e->blob);
+    }
+
+    e->blob = ngx_alloc(len + 1, ngx_cycle->log);
+    if (e->blob == NULL) {
+        ngx_memzero(e, sizeof(ngx_http_apikey_cache_entry_t));
+        return;
+    }
+
+    p = e->blob;
+
+#define ngx_http_apikey_cache_copy(f)                                         \
+    e->identity.f.data = p;                                                   \
+    e->identity.f.len = id->f.len;                                            \
+    p = ngx_cpymem(p, id->f.data, id->f.len)
+
+    ngx_http_apikey_cache_copy(org);
+    ngx_http_apikey_cache_copy(id);
+    ngx_http_apikey_cache_copy(name);
+    ngx_http_apikey_cache_copy(scopes);
+    ngx_http_apikey_cache_copy(env);
+
+#undef ngx_http_apikey_cache_copy
+
+    e->identity.expires = id->expires;
+    ngx_memcpy(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN);
+    ngx_memcpy(e->ip, ctx->ip, sizeof(e->ip));
+    e->at = ngx_current_msec;
+}
+
+
+/*
+ * The open policy: a key this worker validated (from the same client
+ * address) within open_ttl is admitted while Redis is unreachable.
+ */
+
+static ngx_int_t
+ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
+    ngx_http_apikey_loc_conf_t *alcf)
+{
+    ngx_http_apikey_cache_entry_t  *e;
+
+    if (ngx_http_apikey_cache == NULL
+        || ctx->hash[0] == '\0')
+    {
+        return NGX_DECLINED;
+    }
+
+    e = &ngx_http_apikey_cache[ngx_http_apikey_cache_slot(ctx->hash)];
+
+    if (e->blob == NULL
+        || !ngx_integrations_key_equal(e->hash, ctx->hash,
+                                       NGX_INTEGRATIONS_HASH_HEX_LEN)
+        || ngx_strcmp(e->ip, ctx->ip) != 0
+        || ngx_current_msec - e->at > alcf->open_ttl
+        || (e->identity.expires && e->identity.expires <= ngx_time()))
+    {
+        return NGX_DECLINED;
+    }
+
+    ctx->identity = e->identity;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "apikey: redis unreachable, admitting key \"%V\" "
+                  "validated %M ms ago (apikey_redis_failure open)",
+                  &ctx->identity.id, ngx_current_msec - e->at);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_apikey_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t  i;
+
+    if (ngx_http_apikey_cache == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_APIKEY_CACHE_SIZE; i++) {
+        if (ngx_http_apikey_cache[i].blob) {
+            ngx_free(ngx_http_apikey_cache[i].blob);
+        }
+    }
+
+    ngx_free(ngx_http_apikey_cache);
+    ngx_http_apikey_cache = NULL;
+}
+
+
+static ngx_int_t
+ngx_http_apikey_add_header(ngx_http_request_t *r, const char *name,
+    const char *fmt, ...)
+{
+    u_char     *p, buf[256];
+    va_list     args;
+    ngx_str_t   v;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    v.len = p - buf;
+    v.data = ngx_pnalloc(r->pool, v.len);
+    if (v.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(v.data, buf, v.len);
+
+    return ngx_integrations_json_header(r, name, &v);
+}
+
+
+static ngx_int_t
+ngx_http_apikey_header_filter(ngx_http_request_t *r)
+{
+    int64_t                 reset, window;
+    ngx_http_apikey_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    ctx = ngx_http_apikey_get_ctx(r);
+
+    if (ctx == NULL || !ctx->keyed || ctx->limit <= 0) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    reset = (ctx->reset_ms + 999) / 1000;
+    window = (int64_t) (ctx->window + 999) / 1000;
+
+    if (ngx_http_apikey_add_header(r, "RateLimit-Limit", "%L", ctx->limit)
+           != NGX_OK
+        || ngx_http_apikey_add_header(r, "RateLimit-Remaining", "%L",
+                                      ctx->remaining) != NGX_OK
+        || ngx_http_apikey_add_header(r, "RateLimit-Reset", "%L", reset)
+           != NGX_OK
+        || ngx_http_apikey_add_header(r, "RateLimit-Policy",
+                                      "\"%V\";q=%L;w=%L", &ctx->bucket,
+                                      ctx->limit, window) != NGX_OK
+        || ngx_http_apikey_add_header(r, "RateLimit", "\"%V\";r=%L;t=%L",
+                                      &ctx->bucket, ctx->remaining, reset)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ctx->code == NGX_HTTP_APIKEY_LIMITED
+        && ngx_http_apikey_add_header(r, "Retry-After", "%L",
+                                      (ctx->retry_ms + 999) / 1000)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_apikey_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char                 *p;
+    ngx_str_t              *s;
+    ngx_http_apikey_ctx_t  *ctx;
+
+    ctx = ngx_http_apikey_get_ctx(r->main);
+
+    if (ctx == NULL || !ctx->keyed) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+    case NGX_HTTP_APIKEY_VAR_ORG:
+        s = &ctx->identity.org;
+        break;
+    case NGX_HTTP_APIKEY_VAR_ID:
+        s = &ctx->identity.id;
+        break;
+    case NGX_HTTP_APIKEY_VAR_NAME:
+        s = &ctx->identity.name;
+        break;
+    case NGX_HTTP_APIKEY_VAR_SCOPES:
+        s = &ctx->identity.scopes;
+        break;
+    case NGX_HTTP_APIKEY_VAR_ENV:
+        s = &ctx->identity.env;
+        break;
+    default: /* NGX_HTTP_APIKEY_VAR_REMAINING */
+        if (ctx->limit <= 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->len = ngx_sprintf(p, "%L", ctx->remaining) - p;
+        v->data = p;
+        v->valid = 1;
+        v->no_cacheable = 1;
+        v->not_found = 0;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_apikey_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_apikey_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_apikey_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_apikey_main_conf_t  *amcf;
+
+    amcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_apikey_main_conf_t));
+    if (amcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     amcf->pepper = { 0, NULL };
+     *     amcf->script = NULL;
+     *     amcf->redis = NULL;
+     *     amcf->used = 0;
+     */
+
+    return amcf;
+}
+
+
+static void *
+ngx_http_apikey_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_apikey_loc_conf_t  *alcf;
+
+    alcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_apikey_loc_conf_t));
+    if (alcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     alcf->scopes_arg = { 0, NULL };
+     *     alcf->bucket = { 0, NULL };
+     *     alcf->hint = { 0, NULL };
+     */
+
+    alcf->enable = NGX_CONF_UNSET;
+    alcf->headers = NGX_CONF_UNSET_PTR;
+    alcf->scopes = NGX_CONF_UNSET_PTR;
+    alcf->rate = NGX_CONF_UNSET_UINT;
+    alcf->window = NGX_CONF_UNSET_MSEC;
+    alcf->failure = NGX_CONF_UNSET_UINT;
+    alcf->open_ttl = NGX_CONF_UNSET_MSEC;
+    alcf->pass_key = NGX_CONF_UNSET;
+
+    return alcf;
+}
+
+
+static char *
+ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_apikey_loc_conf_t *prev = parent;
+    ngx_http_apikey_loc_conf_t *conf = child;
+
+    u_char                       *p;
+    size_t                        len;
+    ngx_str_t                    *s;
+    ngx_uint_t                    i;
+    ngx_http_apikey_header_t     *hd;
+    ngx_http_apikey_main_conf_t  *amcf;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_ptr_value(conf->headers, prev->headers, NULL);
+    ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
+    ngx_conf_merge_uint_value(conf->failure, prev->failure,
+                              NGX_HTTP_APIKEY_FAILURE_CLOSED);
+    ngx_conf_merge_msec_value(conf->open_ttl, prev->open_ttl, 60000);
+    ngx_conf_merge_value(conf->pass_key, prev->pass_key, 0);
+
+    if (conf->rate == NGX_CONF_UNSET_UINT) {
+        conf->rate = (prev->rate == NGX_CONF_UNSET_UINT) ? 0 : prev->rate;
+        conf->window = prev->window;
+        conf->bucket = prev->bucket;
+    }
+
+    if (conf->window == NGX_CONF_UNSET_MSEC) {
+        conf->window = 60000;
+    }
+
+    if (conf->bucket.len == 0) {
+        ngx_str_set(&conf->bucket, "default");
+    }
+
+    if (conf->headers == NULL) {
+        /* the SPEC's default: Authorization: Bearer, X-Api-Key, api-key */
+        conf->headers = ngx_array_create(cf->pool, 3,
+                                         sizeof(ngx_http_apikey_header_t));
+        if (conf->headers == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        hd = ngx_array_push_n(conf->headers, 3);
+        if (hd == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_str_set(&hd[0].name, "authorization");
+        ngx_str_set(&hd[0].scheme, "Bearer");
+        ngx_str_set(&hd[0].display, "Authorization");
+        ngx_str_set(&hd[1].name, "x-api-key");
+        ngx_str_null(&hd[1].scheme);
+        ngx_str_set(&hd[1].display, "X-Api-Key");
+        ngx_str_set(&hd[2].name, "api-key");
+        ngx_str_null(&hd[2].scheme);
+        ngx_str_set(&hd[2].display, "api-key");
+    }
+
+    if (conf->scopes_arg.data == NULL && conf->scopes) {
+        s = conf->scopes->elts;
+        len = 0;
+
+        for (i = 0; i < conf->scopes->nelts; i++) {
+            len += s[i].len + 1;
+        }
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->scopes_arg.data = p;
+
+        for (i = 0; i < conf->scopes->nelts; i++) {
+            if (i) {
+                *p++ = ' ';
+            }
+
+            p = ngx_cpymem(p, s[i].data, s[i].len);
+        }
+
+        conf->scopes_arg.len = p - conf->scopes_arg.data;
+    }
+
+    if (conf->hint.data == NULL) {
+        hd = conf->headers->elts;
+        len = sizeof("Send your API key in the  header") + 2;
+
+        for (i = 0; i < conf->headers->nelts; i++) {
+            len += hd[i].display.len + hd[i].scheme.len + 8;
+        }
+
+        p = ngx_pnalloc(cf->pool, len);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->hint.data = p;
+        p = ngx_cpymem(p, "Send your API key in the ",
+                       sizeof("Send your API key in the ") - 1);
+
+        for (i = 0; i < conf->headers->nelts; i++) {
+            if (i) {
+                p = (i == conf->headers->nelts - 1) ? ngx_cpymem(p, " or ", 4)
+                                                    : ngx_cpymem(p, ", ", 2);
+            }
+
+            p = ngx_cpymem(p, hd[i].display.data, hd[i].display.len);
+
+            if (hd[i].scheme.len) {
+                p = ngx_cpymem(p, ": ", 2);
+                p = ngx_cpymem(p, hd[i].scheme.data, hd[i].scheme.len);
+            }
+        }
+
+        p = ngx_cpymem(p, " header", sizeof(" header"));
+        conf->hint.len = p - conf->hint.data - 1;
+    }
+
+    if (conf->enable) {
+        amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apikey_module);
+        amcf->used = 1;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* apikey_header "Authorization: Bearer" X-Api-Key api-key; */
+
+static char *
+ngx_http_apikey_header(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apikey_loc_conf_t *alcf = conf;
+
+    u_char                    *colon, *end;
+    ngx_str_t                 *value;
+    ngx_uint_t                 i, k;
+    ngx_http_apikey_header_t  *hd;
+
+    if (alcf->headers != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    if (cf->args->nelts - 1 > NGX_HTTP_APIKEY_MAX_HEADERS) {
+        return "has too many headers";
+    }
+
+    alcf->headers = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                     sizeof(ngx_http_apikey_header_t));
+    if (alcf->headers == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+        hd = ngx_array_push(alcf->headers);
+        if (hd == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        end = value[i].data + value[i].len;
+        colon = ngx_strlchr(value[i].data, end, ':');
+
+        hd->name.data = value[i].data;
+        hd->name.len = colon ? (size_t) (colon - value[i].data)
+                             : value[i].len;
+        ngx_str_null(&hd->scheme);
+
+        if (colon) {
+            colon++;
+            while (colon < end && *colon == ' ') {
+                colon++;
+            }
+
+            hd->scheme.data = colon;
+            hd->scheme.len = end - colon;
+
+            for (k = 0; k < hd->scheme.len; k++) {
+                if (!isalnum(hd->scheme.data[k])) {
+                    goto invalid;
+                }
+            }
+
+            if (hd->scheme.len == 0) {
+                goto invalid;
+            }
+        }
+
+        if (hd->name.len == 0) {
+            goto invalid;
+        }
+
+        for (k = 0; k < hd->name.len; k++) {
+            if (!isalnum(hd->name.data[k]) && hd->name.data[k] != '-'
+                && hd->name.data[k] != '_')
+            {
+                goto invalid;
+            }
+        }
+
+        hd->display.data = hd->name.data;
+        hd->display.len = hd->name.len;
+
+        hd->name.data = ngx_pnalloc(cf->pool, hd->name.len);
+        if (hd->name.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_strlow(hd->name.data, hd->display.data, hd->name.len);
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid key header \"%V\", expected a header name "
+                       "or \"Name: Scheme\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_apikey_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apikey_loc_conf_t *alcf = conf;
+
+    ngx_str_t   *value, *s;
+    ngx_uint_t   i, k;
+
+    if (alcf->scopes != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    alcf->scopes = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                    sizeof(ngx_str_t));
+    if (alcf->scopes == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        for (k = 0; k < value[i].len; k++) {
+            if (value[i].data[k] <= ' ' || value[i].data[k] == ','
+                || value[i].data[k] == '"' || value[i].data[k] == '\\'
+                || value[i].data[k] >= 0x7f)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid scope \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        if (value[i].len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "empty scope");
+            return NGX_CONF_ERROR;
+        }
+
+        s = ngx_array_push(alcf->scopes);
+        if (s == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *s = value[i];
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* apikey_rate_limit 60r/m [window=30s] [bucket=events] | off */
+
+static char *
+ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apikey_loc_conf_t *alcf = conf;
+
+    uint64_t     count, window, w;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i, k;
+
+    if (alcf->rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        alcf->rate = 0;
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_integrations_rate_parse(value[1].data, value[1].len, &count,
+                                    &window)
+        != 0 || count > 1000000000)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid rate \"%V\", expected e.g. 60r/m, "
+                           "10r/s or 5r/2s", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "window=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            if (ngx_integrations_duration_parse(s.data, s.len, &w) != 0
+                || w == 0 || w > 86400000ULL * 7)
+            {
+                goto invalid;
+            }
+
+            /* the same rate, measured over another window */
+            count = count * w / window;
+            window = w;
+
+            if (count == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" allows no request in a window",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "bucket=", 7) == 0) {
+            alcf->bucket.data = value[i].data + 7;
+            alcf->bucket.len = value[i].len - 7;
+
+            if (alcf->bucket.len == 0 || alcf->bucket.len > 64) {
+                goto invalid;
+            }
+
+            for (k = 0; k < alcf->bucket.len; k++) {
+                if (!isalnum(alcf->bucket.data[k])
+                    && alcf->bucket.data[k] != '-'
+                    && alcf->bucket.data[k] != '_'
+                    && alcf->bucket.data[k] != '.')
+                {
+                    goto invalid;
+                }
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (window > 86400000ULL * 7) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "rate window of \"%V\" is longer than 7 days",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    alcf->rate = (ngx_uint_t) count;
+    alcf->window = (ngx_msec_t) window;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* apikey_redis_failure closed | open [ttl=60s] */
+
+static char *
+ngx_http_apikey_redis_failure(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_apikey_loc_conf_t *alcf = conf;
+
+    ngx_str_t        *value, s;
+    ngx_uint_t        i;
+    ngx_msec_t        ttl;
+    ngx_conf_enum_t  *e;
+
+    if (alcf->failure != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    e = cmd->post;
+
+    for (i = 0; e[i].name.len; i++) {
+        if (e[i].name.len == value[1].len
+            && ngx_strcmp(e[i].name.data, value[1].data) == 0)
+        {
+            alcf->failure = e[i].value;
+            break;
+        }
+    }
+
+    if (e[i].name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\", expected \"closed\" or "
+                           "\"open\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts == 3) {
+        if (alcf->failure != NGX_HTTP_APIKEY_FAILURE_OPEN
+            || ngx_strncmp(value[2].data, "ttl=", 4) != 0)
+        {
+            goto invalid;
+        }
+
+        s.data = value[2].data + 4;
+        s.len = value[2].len - 4;
+
+        ttl = ngx_parse_time(&s, 0);
+        if (ttl == (ngx_msec_t) NGX_ERROR || ttl == 0) {
+            goto invalid;
+        }
+
+        alcf->open_ttl = ttl;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[2]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_apikey_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt                *h;
+    ngx_http_core_main_conf_t          *cmcf;
+    ngx_http_apikey_main_conf_t        *amcf;
+    ngx_http_integrations_main_conf_t  *imcf;
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apikey_module);
+    imcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_integrations_module);
+
+    if (!amcf->used) {
+        return NGX_OK;
+    }
+
+    if (!imcf->redis_set) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"apikey on\" requires \"integrations_redis\" in the "
+                      "http block");
+        return NGX_ERROR;
+    }
+
+    amcf->redis = &imcf->redis;
+    amcf->script = ngx_integrations_redis_add_script(cf, amcf->redis,
+                                                     ngx_http_apikey_script);
+    if (amcf->script == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_apikey_handler;
+
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_apikey_header_filter;
+
+    return NGX_OK;
+}

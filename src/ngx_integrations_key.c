@@ -1,0 +1,608 @@
+/*
+ * Pure logic shared by the modules and integrationsctl (see the header).
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <zlib.h>
+
+#include "ngx_integrations_key.h"
+
+
+static const char  ngx_integrations_base62[] =
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+
+static int
+ngx_integrations_is_base62(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z')
+           || (c >= 'a' && c <= 'z');
+}
+
+
+void
+ngx_integrations_key_checksum(const unsigned char *text, size_t len,
+    unsigned char *out)
+{
+    int            i;
+    unsigned long  crc;
+
+    crc = crc32(0L, Z_NULL, 0);
+    crc = crc32(crc, text, (uInt) len);
+
+    for (i = NGX_INTEGRATIONS_KEY_CHECKSUM_LEN - 1; i >= 0; i--) {
+        out[i] = (unsigned char) ngx_integrations_base62[crc % 62];
+        crc /= 62;
+    }
+}
+
+
+int
+ngx_integrations_key_parse(const unsigned char *key, size_t len,
+    ngx_integrations_key_parts_t *parts)
+{
+    size_t                i, n, body;
+    unsigned char         sum[NGX_INTEGRATIONS_KEY_CHECKSUM_LEN];
+    const unsigned char  *p, *last;
+
+    if (len > NGX_INTEGRATIONS_KEY_MAX_LEN) {
+        return -1;
+    }
+
+    p = key;
+    last = key + len;
+
+    /* prefix: [a-z]{2,8} */
+    for (n = 0; p + n < last && key[n] >= 'a' && key[n] <= 'z'; n++) {
+        /* void */
+    }
+
+    if (n < 2 || n > NGX_INTEGRATIONS_KEY_PREFIX_MAX
+        || p + n >= last || p[n] != '_')
+    {
+        return -1;
+    }
+
+    parts->prefix = p;
+    parts->prefix_len = n;
+    p += n + 1;
+
+    /* env */
+    if (last - p < 5
+        || (memcmp(p, "live_", 5) != 0 && memcmp(p, "test_", 5) != 0))
+    {
+        return -1;
+    }
+
+    parts->env = p;
+    parts->env_len = 4;
+    p += 5;
+
+    /* id */
+    if ((size_t) (last - p) < NGX_INTEGRATIONS_KEY_ID_LEN + 1) {
+        return -1;
+    }
+
+    for (i = 0; i < NGX_INTEGRATIONS_KEY_ID_LEN; i++) {
+        if (!((p[i] >= 'a' && p[i] <= 'z') || (p[i] >= '0' && p[i] <= '9'))) {
+            return -1;
+        }
+    }
+
+    if (p[NGX_INTEGRATIONS_KEY_ID_LEN] != '_') {
+        return -1;
+    }
+
+    parts->id = p;
+    p += NGX_INTEGRATIONS_KEY_ID_LEN + 1;
+
+    /* secret */
+    if ((size_t) (last - p) != NGX_INTEGRATIONS_KEY_SECRET_LEN) {
+        return -1;
+    }
+
+    for (i = 0; i < NGX_INTEGRATIONS_KEY_SECRET_LEN; i++) {
+        if (!ngx_integrations_is_base62(p[i])) {
+            return -1;
+        }
+    }
+
+    parts->secret = p;
+
+    body = len - NGX_INTEGRATIONS_KEY_CHECKSUM_LEN;
+    ngx_integrations_key_checksum(key, body, sum);
+
+    if (memcmp(sum, key + body, NGX_INTEGRATIONS_KEY_CHECKSUM_LEN) != 0) {
+        return -1;
+    }
+
+    return 0;
+}
+
+
+int
+ngx_integrations_key_hash(const unsigned char *key, size_t len,
+    const unsigned char *pepper, size_t pepper_len, unsigned char *hex)
+{
+    size_t         i;
+    unsigned int   mdlen;
+    unsigned char  md[EVP_MAX_MD_SIZE];
+
+    static const char  digits[] = "0123456789abcdef";
+
+    if (pepper_len) {
+        if (HMAC(EVP_sha256(), pepper, (int) pepper_len, key, len, md, &mdlen)
+            == NULL)
+        {
+            return -1;
+        }
+
+    } else {
+        if (EVP_Digest(key, len, md, &mdlen, EVP_sha256(), NULL) != 1) {
+            return -1;
+        }
+    }
+
+    for (i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        hex[2 * i] = (unsigned char) digits[md[i] >> 4];
+        hex[2 * i + 1] = (unsigned char) digits[md[i] & 0xf];
+    }
+
+    return 0;
+}
+
+
+int
+ngx_integrations_key_equal(const unsigned char *a, const unsigned char *b,
+    size_t len)
+{
+    return CRYPTO_memcmp(a, b, len) == 0;
+}
+
+
+/* one entry "addr" or "addr/bits": 1 match, 0 no match, -1 malformed */
+
+static int
+ngx_integrations_ip_entry(const char *entry, const struct sockaddr *sa)
+{
+    int                   family, bits, max, i, full, rest;
+    char                  addr[INET6_ADDRSTRLEN + 1], *slash, *end;
+    long                  v;
+    size_t                n;
+    unsigned char         net[16], mask;
+    const unsigned char  *ip;
+
+    slash = strchr(entry, '/');
+    n = slash ? (size_t) (slash - entry) : strlen(entry);
+
+    if (n == 0 || n > INET6_ADDRSTRLEN) {
+        return -1;
+    }
+
+    memcpy(addr, entry, n);
+    addr[n] = '\0';
+
+    if (inet_pton(AF_INET, addr, net) == 1) {
+        family = AF_INET;
+        max = 32;
+
+    } else if (inet_pton(AF_INET6, addr, net) == 1) {
+        family = AF_INET6;
+        max = 128;
+
+    } else {
+        return -1;
+    }
+
+    bits = max;
+
+    if (slash) {
+        if (slash[1] < '0' || slash[1] > '9') {
+            return -1;
+        }
+
+        v = strtol(slash + 1, &end, 10);
+        if (*end != '\0' || v < 0 || v > max) {
+            return -1;
+        }
+
+        bits = (int) v;
+    }
+
+    if (sa == NULL) {
+        return 0;
+    }
+
+    ip = NULL;
+
+    if (sa->sa_family == AF_INET && family == AF_INET) {
+        ip = (const unsigned char *)
+                 &((const struct sockaddr_in *) sa)->sin_addr;
+
+    } else if (sa->sa_family == AF_INET6) {
+        ip = (const unsigned char *)
+                 &((const struct sockaddr_in6 *) sa)->sin6_addr;
+
+        if (family == AF_INET) {
+            /* an IPv4-mapped IPv6 client matches IPv4 entries */
+            if (!IN6_IS_ADDR_V4MAPPED((const struct in6_addr *) ip)) {
+                return 0;
+            }
+
+            ip += 12;
+
+        }
+
+    } else {
+        return 0;
+    }
+
+    full = bits / 8;
+    rest = bits % 8;
+
+    for (i = 0; i < full; i++) {
+        if (ip[i] != net[i]) {
+            return 0;
+        }
+    }
+
+    if (rest) {
+        mask = (unsigned char) (0xff << (8 - rest));
+        if ((ip[full] & mask) != (net[full] & mask)) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static int
+ngx_integrations_ip_walk(const unsigned char *list, size_t len,
+    const struct sockaddr *sa)
+{
+    int      rc, matched, entries;
+    char     entry[64];
+    size_t   i, start, n;
+
+    matched = 0;
+    entries = 0;
+    i = 0;
+
+    while (i < len) {
+        while (i < len && (list[i] == ',' || list[i] == ' ')) {
+            i++;
+        }
+
+        start = i;
+
+        while (i < len && list[i] != ',' && list[i] != ' ') {
+            i++;
+        }
+
+        n = i - start;
+        if (n == 0) {
+            continue;
+        }
+
+        if (n >= sizeof(entry)) {
+            return -1;
+        }
+
+        memcpy(entry, list + start, n);
+        entry[n] = '\0';
+        entries++;
+
+        rc = ngx_integrations_ip_entry(entry, sa);
+        if (rc == -1) {
+            return -1;
+        }
+
+        if (rc == 1) {
+            matched = 1;
+        }
+    }
+
+    if (sa == NULL) {
+        return 0;
+    }
+
+    return entries == 0 ? 1 : matched;
+}
+
+
+int
+ngx_integrations_ip_allowed(const unsigned char *list, size_t len,
+    const struct sockaddr *sa)
+{
+    return ngx_integrations_ip_walk(list, len, sa);
+}
+
+
+int
+ngx_integrations_ip_list_nets(const unsigned char *list, size_t len,
+    char *out, size_t size)
+{
+    int            family, bits, i;
+    char           entry[64], addr[INET6_ADDRSTRLEN + 1], *slash, *end;
+    long           v;
+    size_t         pos, start, n, k;
+    unsigned char  net[16], *b;
+
+    static const char  digits[] = "0123456789abcdef";
+
+    if (ngx_integrations_ip_list_valid(list, len) != 0) {
+        return -1;
+    }
+
+    pos = 0;
+    k = 0;
+
+    while (k < len) {
+        while (k < len && (list[k] == ',' || list[k] == ' ')) {
+            k++;
+        }
+
+        start = k;
+
+        while (k < len && list[k] != ',' && list[k] != ' ') {
+            k++;
+        }
+
+        n = k - start;
+        if (n == 0) {
+            continue;
+        }
+
+        memcpy(entry, list + start, n);
+        entry[n] = '\0';
+
+        slash = strchr(entry, '/');
+        n = slash ? (size_t) (slash - entry) : strlen(entry);
+        memcpy(addr, entry, n);
+        addr[n] = '\0';
+
+        memset(net, 0, sizeof(net));
+
+        if (inet_pton(AF_INET, addr, net + 12) == 1) {
+            family = AF_INET;
+            net[10] = 0xff;
+            net[11] = 0xff;
+
+        } else {
+            family = AF_INET6;
+            (void) inet_pton(AF_INET6, addr, net);
+        }
+
+        bits = (family == AF_INET) ? 32 : 128;
+
+        if (slash) {
+            v = strtol(slash + 1, &end, 10);
+            bits = (int) v;
+        }
+
+        if (family == AF_INET) {
+            bits += 96;
+        }
+
+        /* 32 hex digits, '/', up to 3 digits, separator */
+        if (pos + 32 + 1 + 3 + 2 > size) {
+            return -1;
+        }
+
+        if (pos) {
+            out[pos++] = ' ';
+        }
+
+        b = net;
+        for (i = 0; i < 16; i++) {
+            out[pos++] = digits[b[i] >> 4];
+            out[pos++] = digits[b[i] & 0xf];
+        }
+
+        pos += (size_t) snprintf(out + pos, size - pos, "/%d", bits);
+    }
+
+    if (pos >= size) {
+        return -1;
+    }
+
+    out[pos] = '\0';
+
+    return 0;
+}
+
+
+int
+ngx_integrations_ip_hex(const struct sockaddr *sa, char *out)
+{
+    int                   i;
+    unsigned char         ip[16];
+
+    static const char  digits[] = "0123456789abcdef";
+
+    memset(ip, 0, sizeof(ip));
+
+    if (sa->sa_family == AF_INET) {
+        ip[10] = 0xff;
+        ip[11] = 0xff;
+        memcpy(ip + 12, &((const struct sockaddr_in *) sa)->sin_addr, 4);
+
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(ip, &((const struct sockaddr_in6 *) sa)->sin6_addr, 16);
+
+    } else {
+        out[0] = '\0';
+        return -1;
+    }
+
+    for (i = 0; i < 16; i++) {
+        out[2 * i] = digits[ip[i] >> 4];
+        out[2 * i + 1] = digits[ip[i] & 0xf];
+    }
+
+    out[32] = '\0';
+
+    return 0;
+}
+
+
+int
+ngx_integrations_ip_list_valid(const unsigned char *list, size_t len)
+{
+    return ngx_integrations_ip_walk(list, len, NULL);
+}
+
+
+int
+ngx_integrations_scope_has(const unsigned char *list, size_t list_len,
+    const unsigned char *scope, size_t scope_len)
+{
+    size_t  i, start;
+
+    i = 0;
+
+    while (i < list_len) {
+        while (i < list_len && list[i] == ' ') {
+            i++;
+        }
+
+        start = i;
+
+        while (i < list_len && list[i] != ' ') {
+            i++;
+        }
+
+        if (i - start == scope_len
+            && memcmp(list + start, scope, scope_len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+ngx_integrations_number(const unsigned char **p, const unsigned char *last,
+    uint64_t *n)
+{
+    const unsigned char  *s;
+
+    s = *p;
+    *n = 0;
+
+    while (*p < last && **p >= '0' && **p <= '9') {
+        if (*n > (UINT64_MAX - 9) / 10) {
+            return -1;
+        }
+
+        *n = *n * 10 + (uint64_t) (**p - '0');
+        (*p)++;
+    }
+
+    return *p == s ? -1 : 0;
+}
+
+
+static int
+ngx_integrations_unit_ms(const unsigned char *u, size_t len, uint64_t *ms)
+{
+    if (len == 2 && memcmp(u, "ms", 2) == 0) {
+        *ms = 1;
+        return 0;
+    }
+
+    if (len != 1) {
+        return -1;
+    }
+
+    switch (u[0]) {
+    case 's':
+        *ms = 1000;
+        return 0;
+    case 'm':
+        *ms = 60000;
+        return 0;
+    case 'h':
+        *ms = 3600000;
+        return 0;
+    case 'd':
+        *ms = 86400000;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+
+int
+ngx_integrations_rate_parse(const unsigned char *s, size_t len,
+    uint64_t *count, uint64_t *window_ms)
+{
+    const unsigned char  *p, *last;
+
+    p = s;
+    last = s + len;
+
+    if (ngx_integrations_number(&p, last, count) != 0 || *count == 0) {
+        return -1;
+    }
+
+    if (last - p < 3 || p[0] != 'r' || p[1] != '/') {
+        return -1;
+    }
+
+    p += 2;
+
+    /* "r/m" or "r/2s" */
+    if (*p >= '0' && *p <= '9') {
+        if (ngx_integrations_duration_parse(p, (size_t) (last - p),
+                                            window_ms)
+            != 0 || *window_ms == 0)
+        {
+            return -1;
+        }
+
+        return 0;
+    }
+
+    return ngx_integrations_unit_ms(p, (size_t) (last - p), window_ms);
+}
+
+
+int
+ngx_integrations_duration_parse(const unsigned char *s, size_t len,
+    uint64_t *ms)
+{
+    uint64_t              n, unit;
+    const unsigned char  *p, *last;
+
+    p = s;
+    last = s + len;
+
+    if (ngx_integrations_number(&p, last, &n) != 0) {
+        return -1;
+    }
+
+    if (ngx_integrations_unit_ms(p, (size_t) (last - p), &unit) != 0) {
+        return -1;
+    }
+
+    if (n > UINT64_MAX / unit) {
+        return -1;
+    }
+
+    *ms = n * unit;
+
+    return 0;
+}

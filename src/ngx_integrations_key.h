@@ -1,0 +1,96 @@
+/*
+ * Pure logic shared by the nginx modules and integrationsctl: key format
+ * and checksum, key hashing, IP allowlists, scope sets, rate strings.
+ * No nginx types here, so the CLI and the C unit tests can link it alone.
+ */
+
+#ifndef _NGX_INTEGRATIONS_KEY_H_INCLUDED_
+#define _NGX_INTEGRATIONS_KEY_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+
+#define NGX_INTEGRATIONS_KEY_ID_LEN        8
+#define NGX_INTEGRATIONS_KEY_RANDOM_LEN    32
+#define NGX_INTEGRATIONS_KEY_CHECKSUM_LEN  6
+#define NGX_INTEGRATIONS_KEY_SECRET_LEN                                       \
+    (NGX_INTEGRATIONS_KEY_RANDOM_LEN + NGX_INTEGRATIONS_KEY_CHECKSUM_LEN)
+#define NGX_INTEGRATIONS_KEY_PREFIX_MAX    8
+/* prefix_env_id_secret */
+#define NGX_INTEGRATIONS_KEY_MAX_LEN                                          \
+    (NGX_INTEGRATIONS_KEY_PREFIX_MAX + 1 + 4 + 1 + NGX_INTEGRATIONS_KEY_ID_LEN \
+     + 1 + NGX_INTEGRATIONS_KEY_SECRET_LEN)
+#define NGX_INTEGRATIONS_HASH_HEX_LEN      64
+
+
+typedef struct {
+    const unsigned char  *prefix;
+    size_t                prefix_len;
+    const unsigned char  *env;          /* "live" or "test" */
+    size_t                env_len;
+    const unsigned char  *id;           /* NGX_INTEGRATIONS_KEY_ID_LEN */
+    const unsigned char  *secret;       /* NGX_INTEGRATIONS_KEY_SECRET_LEN */
+} ngx_integrations_key_parts_t;
+
+
+/* 0: well formed and checksum valid; -1 otherwise */
+int ngx_integrations_key_parse(const unsigned char *key, size_t len,
+    ngx_integrations_key_parts_t *parts);
+
+/* checksum of the key text before the checksum, 6 base62 characters */
+void ngx_integrations_key_checksum(const unsigned char *text, size_t len,
+    unsigned char *out);
+
+/* lowercase hex SHA-256 of key, or HMAC-SHA-256(pepper, key); 0 on success */
+int ngx_integrations_key_hash(const unsigned char *key, size_t len,
+    const unsigned char *pepper, size_t pepper_len, unsigned char *hex);
+
+/* constant-time equality of two equally long byte strings */
+int ngx_integrations_key_equal(const unsigned char *a,
+    const unsigned char *b, size_t len);
+
+/*
+ * Allowlist: comma or space separated IPv4/IPv6 addresses and CIDRs.
+ * 1: sa matches an entry, or the list is empty; 0: no match;
+ * -1: the list is malformed (treated as a refusal by callers).
+ */
+int ngx_integrations_ip_allowed(const unsigned char *list, size_t len,
+    const struct sockaddr *sa);
+
+/* 0 if the list parses; used by the CLI to check --allow-ip */
+int ngx_integrations_ip_list_valid(const unsigned char *list, size_t len);
+
+/*
+ * The list as the access script matches it: space-separated
+ * "<32 hex digits>/<bits>", IPv4 mapped into IPv6 (::ffff:a.b.c.d, bits
+ * + 96). out gets a NUL-terminated string; 0 on success.
+ */
+int ngx_integrations_ip_list_nets(const unsigned char *list, size_t len,
+    char *out, size_t size);
+
+/* client address as 32 hex digits (IPv4 mapped); -1 for non-IP sockets */
+int ngx_integrations_ip_hex(const struct sockaddr *sa, char *out);
+
+/*
+ * Is the scope token present in the space-separated scope list?
+ * Exact, case-sensitive token match.
+ */
+int ngx_integrations_scope_has(const unsigned char *list, size_t list_len,
+    const unsigned char *scope, size_t scope_len);
+
+/*
+ * "60r/m", "5r/s", "100r/h", "5r/2s": count and window in ms.
+ * 0 on success, -1 if malformed.
+ */
+int ngx_integrations_rate_parse(const unsigned char *s, size_t len,
+    uint64_t *count, uint64_t *window_ms);
+
+/* "30s", "5m", "24h", "7d", "1500ms" to ms; 0 on success */
+int ngx_integrations_duration_parse(const unsigned char *s, size_t len,
+    uint64_t *ms);
+
+
+#endif /* _NGX_INTEGRATIONS_KEY_H_INCLUDED_ */

@@ -1,0 +1,1051 @@
+/*
+ * Redis client on nginx's event loop.
+ *
+ * One connection per worker, shared by every request of that worker.
+ * Commands are formatted by hiredis into one output buffer; the write
+ * event is posted, so every command queued during one turn of the event
+ * loop leaves in one send(): requests pipeline across each other. Replies
+ * are parsed by hiredis's redisReader and matched to callers in FIFO order.
+ *
+ * A single timer watches the oldest command in flight: when it is older
+ * than the timeout, the connection is treated as hung, every caller gets a
+ * NULL reply at once, and a reconnect is scheduled with backoff. While
+ * disconnected, sends fail fast, so no request ever waits on a dead Redis.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_event_connect.h>
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+#include <netinet/tcp.h>
+
+#include "ngx_integrations_redis.h"
+
+
+#define NGX_INTEGRATIONS_REDIS_OUT_SIZE      16384
+#define NGX_INTEGRATIONS_REDIS_MAX_ARGS      64
+#define NGX_INTEGRATIONS_REDIS_BACKOFF_MIN   100
+#define NGX_INTEGRATIONS_REDIS_BACKOFF_MAX   2000
+
+
+typedef enum {
+    NGX_INTEGRATIONS_REDIS_DOWN = 0,
+    NGX_INTEGRATIONS_REDIS_CONNECTING,
+    NGX_INTEGRATIONS_REDIS_UP
+} ngx_integrations_redis_state_e;
+
+
+typedef enum {
+    NGX_INTEGRATIONS_REDIS_USER = 0,
+    NGX_INTEGRATIONS_REDIS_AUTH,
+    NGX_INTEGRATIONS_REDIS_SELECT,
+    NGX_INTEGRATIONS_REDIS_LOAD
+} ngx_integrations_redis_kind_e;
+
+
+typedef struct {
+    ngx_queue_t                       queue;
+    ngx_integrations_redis_cmd_t     *cmd;       /* NULL: cancelled */
+    ngx_msec_t                        deadline;
+    ngx_integrations_redis_kind_e     kind;
+} ngx_integrations_redis_pending_t;
+
+
+struct ngx_integrations_redis_s {
+    ngx_integrations_redis_conf_t    *conf;
+    ngx_log_t                        *log;
+    ngx_peer_connection_t             peer;
+    ngx_connection_t                 *c;
+    redisReader                      *reader;
+
+    u_char                           *out;
+    size_t                            out_pos;
+    size_t                            out_len;
+    size_t                            out_size;
+
+    ngx_queue_t                       pending;
+    ngx_queue_t                       free;
+
+    ngx_event_t                       timeout_ev;
+    ngx_event_t                       reconnect_ev;
+    ngx_msec_t                        backoff;
+    ngx_integrations_redis_state_e    state;
+};
+
+
+static void ngx_integrations_redis_connect(ngx_integrations_redis_t *rc);
+static void ngx_integrations_redis_fail(ngx_integrations_redis_t *rc,
+    const char *why);
+static void ngx_integrations_redis_read_handler(ngx_event_t *rev);
+static void ngx_integrations_redis_write_handler(ngx_event_t *wev);
+static void ngx_integrations_redis_timeout_handler(ngx_event_t *ev);
+static void ngx_integrations_redis_reconnect_handler(ngx_event_t *ev);
+static ngx_int_t ngx_integrations_redis_append(ngx_integrations_redis_t *rc,
+    ngx_integrations_redis_kind_e kind, ngx_integrations_redis_cmd_t *cmd,
+    int argc, const char **argv, const size_t *argvlen);
+static ngx_int_t ngx_integrations_redis_append_cmd(
+    ngx_integrations_redis_t *rc, ngx_integrations_redis_cmd_t *cmd,
+    ngx_uint_t eval);
+static void ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
+    redisReply *reply);
+static void ngx_integrations_redis_cleanup(void *data);
+
+
+ngx_integrations_redis_stats_t  ngx_integrations_redis_stats;
+
+
+ngx_integrations_redis_script_t *
+ngx_integrations_redis_add_script(ngx_conf_t *cf,
+    ngx_integrations_redis_conf_t *rcf, const char *source)
+{
+    ngx_uint_t                         i;
+    ngx_sha1_t                         sha;
+    u_char                             md[20];
+    ngx_integrations_redis_script_t   *s, **sp;
+
+    sp = rcf->scripts.elts;
+
+    for (i = 0; i < rcf->scripts.nelts; i++) {
+        if ((const char *) sp[i]->source.data == source) {
+            return sp[i];
+        }
+    }
+
+    s = ngx_pcalloc(cf->pool, sizeof(ngx_integrations_redis_script_t));
+    if (s == NULL) {
+        return NULL;
+    }
+
+    s->source.data = (u_char *) source;
+    s->source.len = ngx_strlen(source);
+
+    ngx_sha1_init(&sha);
+    ngx_sha1_update(&sha, s->source.data, s->source.len);
+    ngx_sha1_final(md, &sha);
+    ngx_hex_dump(s->sha1, md, 20);
+
+    sp = ngx_array_push(&rcf->scripts);
+    if (sp == NULL) {
+        return NULL;
+    }
+
+    *sp = s;
+
+    return s;
+}
+
+
+/* integrations_redis <addr> [password=] [db=] [prefix=] [timeout=] ... */
+
+char *
+ngx_integrations_redis_parse(ngx_conf_t *cf,
+    ngx_integrations_redis_conf_t *rcf, ngx_str_t *value, ngx_uint_t n)
+{
+    ngx_int_t   db;
+    ngx_str_t   s;
+    ngx_uint_t  i;
+    ngx_msec_t  ms;
+
+    ngx_memzero(&rcf->url, sizeof(ngx_url_t));
+    rcf->url.url = value[1];
+    rcf->url.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &rcf->url) != NGX_OK) {
+        if (rcf->url.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in redis address \"%V\"",
+                               rcf->url.err, &rcf->url.url);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (rcf->url.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis address \"%V\" has no address",
+                           &rcf->url.url);
+        return NGX_CONF_ERROR;
+    }
+
+    rcf->name = value[1];
+    rcf->db = 0;
+    rcf->timeout = 200;
+    rcf->connect_timeout = NGX_CONF_UNSET_MSEC;
+
+    for (i = 2; i < n; i++) {
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            rcf->password.data = value[i].data + 9;
+            rcf->password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (db == NGX_ERROR || db > 65535) {
+                goto invalid;
+            }
+
+            rcf->db = db;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
+            rcf->prefix.data = value[i].data + 7;
+            rcf->prefix.len = value[i].len - 7;
+
+            /* a brace would break the hash tags that follow the prefix */
+            if (ngx_strlchr(rcf->prefix.data,
+                            rcf->prefix.data + rcf->prefix.len, '{')
+                || ngx_strlchr(rcf->prefix.data,
+                               rcf->prefix.data + rcf->prefix.len, '}'))
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0
+            || ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0)
+        {
+            s.data = (u_char *) ngx_strlchr(value[i].data,
+                                            value[i].data + value[i].len,
+                                            '=') + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
+                goto invalid;
+            }
+
+            if (value[i].data[0] == 't') {
+                rcf->timeout = ms;
+
+            } else {
+                rcf->connect_timeout = ms;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (rcf->connect_timeout == NGX_CONF_UNSET_MSEC) {
+        rcf->connect_timeout = rcf->timeout;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+ngx_int_t
+ngx_integrations_redis_init_worker(ngx_cycle_t *cycle,
+    ngx_integrations_redis_conf_t *rcf)
+{
+    ngx_integrations_redis_t  *rc;
+
+    rc = ngx_calloc(sizeof(ngx_integrations_redis_t), cycle->log);
+    if (rc == NULL) {
+        return NGX_ERROR;
+    }
+
+    rc->out = ngx_alloc(NGX_INTEGRATIONS_REDIS_OUT_SIZE, cycle->log);
+    if (rc->out == NULL) {
+        ngx_free(rc);
+        return NGX_ERROR;
+    }
+
+    rc->out_size = NGX_INTEGRATIONS_REDIS_OUT_SIZE;
+    rc->conf = rcf;
+    rc->log = cycle->log;
+
+    ngx_queue_init(&rc->pending);
+    ngx_queue_init(&rc->free);
+
+    rc->timeout_ev.handler = ngx_integrations_redis_timeout_handler;
+    rc->timeout_ev.data = rc;
+    rc->timeout_ev.log = cycle->log;
+
+    rc->reconnect_ev.handler = ngx_integrations_redis_reconnect_handler;
+    rc->reconnect_ev.data = rc;
+    rc->reconnect_ev.log = cycle->log;
+    /* an idle reconnect timer must not hold up a graceful shutdown */
+    rc->reconnect_ev.cancelable = 1;
+
+    rcf->conn = rc;
+
+    ngx_integrations_redis_connect(rc);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_integrations_redis_exit_worker(ngx_integrations_redis_conf_t *rcf)
+{
+    ngx_queue_t                       *q;
+    ngx_integrations_redis_t          *rc;
+    ngx_integrations_redis_pending_t  *p;
+
+    rc = rcf->conn;
+    if (rc == NULL) {
+        return;
+    }
+
+    if (rc->c) {
+        ngx_close_connection(rc->c);
+        rc->c = NULL;
+    }
+
+    if (rc->timeout_ev.timer_set) {
+        ngx_del_timer(&rc->timeout_ev);
+    }
+
+    if (rc->reconnect_ev.timer_set) {
+        ngx_del_timer(&rc->reconnect_ev);
+    }
+
+    while (!ngx_queue_empty(&rc->pending)) {
+        q = ngx_queue_head(&rc->pending);
+        ngx_queue_remove(q);
+        p = ngx_queue_data(q, ngx_integrations_redis_pending_t, queue);
+        if (p->cmd) {
+            p->cmd->pending = NULL;
+        }
+        ngx_free(p);
+    }
+
+    while (!ngx_queue_empty(&rc->free)) {
+        q = ngx_queue_head(&rc->free);
+        ngx_queue_remove(q);
+        ngx_free(ngx_queue_data(q, ngx_integrations_redis_pending_t, queue));
+    }
+
+    if (rc->reader) {
+        redisReaderFree(rc->reader);
+    }
+
+    ngx_free(rc->out);
+    ngx_free(rc);
+    rcf->conn = NULL;
+}
+
+
+static void
+ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
+{
+    int                               tcp_nodelay;
+    char                              db[NGX_INT_T_LEN];
+    size_t                            dblen;
+    ngx_int_t                         rv;
+    ngx_uint_t                        i;
+    const char                       *argv[3];
+    size_t                            argvlen[3];
+    ngx_connection_t                 *c;
+    ngx_integrations_redis_conf_t    *rcf;
+    ngx_integrations_redis_script_t **sp;
+
+    rcf = rc->conf;
+
+    ngx_memzero(&rc->peer, sizeof(ngx_peer_connection_t));
+    rc->peer.sockaddr = rcf->url.addrs[0].sockaddr;
+    rc->peer.socklen = rcf->url.addrs[0].socklen;
+    rc->peer.name = &rcf->url.addrs[0].name;
+    rc->peer.get = ngx_event_get_peer;
+    rc->peer.log = rc->log;
+    rc->peer.log_error = NGX_ERROR_ERR;
+
+    rv = ngx_event_connect_peer(&rc->peer);
+
+    if (rv == NGX_ERROR || rv == NGX_BUSY || rv == NGX_DECLINED) {
+        if (rc->peer.connection) {
+            ngx_close_connection(rc->peer.connection);
+        }
+
+        ngx_integrations_redis_fail(rc, "connect failed");
+        return;
+    }
+
+    c = rc->peer.connection;
+    c->data = rc;
+    c->read->handler = ngx_integrations_redis_read_handler;
+    c->write->handler = ngx_integrations_redis_write_handler;
+    c->log = rc->log;
+    c->read->log = rc->log;
+    c->write->log = rc->log;
+    rc->c = c;
+
+    if (rc->peer.sockaddr->sa_family != AF_UNIX) {
+        tcp_nodelay = 1;
+        (void) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY,
+                          (const void *) &tcp_nodelay, sizeof(int));
+    }
+
+    if (rc->reader) {
+        redisReaderFree(rc->reader);
+    }
+
+    rc->reader = redisReaderCreate();
+    if (rc->reader == NULL) {
+        ngx_integrations_redis_fail(rc, "out of memory");
+        return;
+    }
+
+    rc->out_pos = 0;
+    rc->out_len = 0;
+    rc->state = (rv == NGX_AGAIN) ? NGX_INTEGRATIONS_REDIS_CONNECTING
+                                  : NGX_INTEGRATIONS_REDIS_UP;
+
+    ngx_integrations_redis_stats.connects++;
+
+    /* the handshake goes first in the pipeline; requests queue after it */
+
+    if (rcf->password.len) {
+        argv[0] = "AUTH";
+        argvlen[0] = 4;
+        argv[1] = (const char *) rcf->password.data;
+        argvlen[1] = rcf->password.len;
+
+        if (ngx_integrations_redis_append(rc, NGX_INTEGRATIONS_REDIS_AUTH,
+                                          NULL, 2, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    if (rcf->db) {
+        dblen = ngx_sprintf((u_char *) db, "%i", rcf->db) - (u_char *) db;
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = db;
+        argvlen[1] = dblen;
+
+        if (ngx_integrations_redis_append(rc, NGX_INTEGRATIONS_REDIS_SELECT,
+                                          NULL, 2, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    sp = rcf->scripts.elts;
+
+    for (i = 0; i < rcf->scripts.nelts; i++) {
+        argv[0] = "SCRIPT";
+        argvlen[0] = 6;
+        argv[1] = "LOAD";
+        argvlen[1] = 4;
+        argv[2] = (const char *) sp[i]->source.data;
+        argvlen[2] = sp[i]->source.len;
+
+        if (ngx_integrations_redis_append(rc, NGX_INTEGRATIONS_REDIS_LOAD,
+                                          NULL, 3, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    if (rv == NGX_AGAIN) {
+        ngx_add_timer(c->write, rcf->connect_timeout);
+        return;
+    }
+
+    ngx_integrations_redis_write_handler(c->write);
+
+    return;
+
+failed:
+
+    ngx_integrations_redis_fail(rc, "out of memory");
+}
+
+
+/* closes the connection, fails every caller, schedules a reconnect */
+
+static void
+ngx_integrations_redis_fail(ngx_integrations_redis_t *rc, const char *why)
+{
+    ngx_msec_t                         delay;
+    ngx_queue_t                       *q, failed;
+    ngx_integrations_redis_cmd_t      *cmd;
+    ngx_integrations_redis_pending_t  *p;
+
+    if (rc->state != NGX_INTEGRATIONS_REDIS_DOWN || rc->backoff == 0) {
+        ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                      "integrations redis \"%V\": %s",
+                      &rc->conf->name, why);
+    }
+
+    ngx_integrations_redis_stats.failures++;
+
+    rc->state = NGX_INTEGRATIONS_REDIS_DOWN;
+
+    if (rc->c) {
+        ngx_close_connection(rc->c);
+        rc->c = NULL;
+    }
+
+    rc->out_pos = 0;
+    rc->out_len = 0;
+
+    if (rc->timeout_ev.timer_set) {
+        ngx_del_timer(&rc->timeout_ev);
+    }
+
+    /* handlers may queue new commands; they will see the state "down" */
+
+    ngx_queue_init(&failed);
+
+    if (!ngx_queue_empty(&rc->pending)) {
+        failed = rc->pending;
+        failed.next->prev = &failed;
+        failed.prev->next = &failed;
+        ngx_queue_init(&rc->pending);
+    }
+
+    while (!ngx_queue_empty(&failed)) {
+        q = ngx_queue_head(&failed);
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&rc->free, q);
+
+        p = ngx_queue_data(q, ngx_integrations_redis_pending_t, queue);
+        cmd = p->cmd;
+        p->cmd = NULL;
+
+        if (cmd) {
+            cmd->pending = NULL;
+            cmd->handler(cmd->data, NULL);
+        }
+    }
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    rc->backoff = rc->backoff ? ngx_min(rc->backoff * 2,
+                                        NGX_INTEGRATIONS_REDIS_BACKOFF_MAX)
+                              : NGX_INTEGRATIONS_REDIS_BACKOFF_MIN;
+
+    /* jitter, so that the workers of many nodes do not reconnect at once */
+    delay = rc->backoff - rc->backoff / 4
+            + (ngx_msec_t) ngx_random() % (rc->backoff / 2 + 1);
+
+    if (!rc->reconnect_ev.timer_set) {
+        ngx_add_timer(&rc->reconnect_ev, delay);
+    }
+}
+
+
+static void
+ngx_integrations_redis_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_integrations_redis_t  *rc;
+
+    rc = ev->data;
+
+    if (rc->state == NGX_INTEGRATIONS_REDIS_DOWN) {
+        ngx_integrations_redis_connect(rc);
+    }
+}
+
+
+static void
+ngx_integrations_redis_timeout_handler(ngx_event_t *ev)
+{
+    ngx_msec_int_t                     left;
+    ngx_integrations_redis_t          *rc;
+    ngx_integrations_redis_pending_t  *p;
+
+    rc = ev->data;
+
+    if (ngx_queue_empty(&rc->pending)) {
+        return;
+    }
+
+    p = ngx_queue_data(ngx_queue_head(&rc->pending),
+                       ngx_integrations_redis_pending_t, queue);
+
+    left = (ngx_msec_int_t) (p->deadline - ngx_current_msec);
+
+    if (left > 0) {
+        ngx_add_timer(ev, (ngx_msec_t) left);
+        return;
+    }
+
+    ngx_integrations_redis_stats.timeouts++;
+    ngx_integrations_redis_fail(rc, "timed out");
+}
+
+
+static ngx_int_t
+ngx_integrations_redis_reserve(ngx_integrations_redis_t *rc, size_t len)
+{
+    u_char  *out;
+    size_t   size;
+
+    if (rc->out_pos && rc->out_pos == rc->out_len) {
+        rc->out_pos = 0;
+        rc->out_len = 0;
+    }
+
+    if (rc->out_size - rc->out_len >= len) {
+        return NGX_OK;
+    }
+
+    /* compact first, grow if that is not enough */
+
+    if (rc->out_pos) {
+        ngx_memmove(rc->out, rc->out + rc->out_pos,
+                    rc->out_len - rc->out_pos);
+        rc->out_len -= rc->out_pos;
+        rc->out_pos = 0;
+
+        if (rc->out_size - rc->out_len >= len) {
+            return NGX_OK;
+        }
+    }
+
+    size = rc->out_size;
+
+    while (size - rc->out_len < len) {
+        size *= 2;
+    }
+
+    out = ngx_alloc(size, rc->log);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(out, rc->out, rc->out_len);
+    ngx_free(rc->out);
+    rc->out = out;
+    rc->out_size = size;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_integrations_redis_append(ngx_integrations_redis_t *rc,
+    ngx_integrations_redis_kind_e kind, ngx_integrations_redis_cmd_t *cmd,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    int                                len;
+    char                              *formatted;
+    ngx_queue_t                       *q;
+    ngx_integrations_redis_pending_t  *p;
+
+    len = redisFormatCommandArgv(&formatted, argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_integrations_redis_reserve(rc, (size_t) len) != NGX_OK) {
+        free(formatted);
+        return NGX_ERROR;
+    }
+
+    if (!ngx_queue_empty(&rc->free)) {
+        q = ngx_queue_head(&rc->free);
+        ngx_queue_remove(q);
+        p = ngx_queue_data(q, ngx_integrations_redis_pending_t, queue);
+
+    } else {
+        p = ngx_alloc(sizeof(ngx_integrations_redis_pending_t), rc->log);
+        if (p == NULL) {
+            free(formatted);
+            return NGX_ERROR;
+        }
+    }
+
+    ngx_memcpy(rc->out + rc->out_len, formatted, len);
+    rc->out_len += len;
+    free(formatted);
+
+    p->cmd = cmd;
+    p->kind = kind;
+    p->deadline = ngx_current_msec + rc->conf->timeout;
+
+    if (cmd) {
+        cmd->pending = p;
+    }
+
+    ngx_queue_insert_tail(&rc->pending, &p->queue);
+
+    if (!rc->timeout_ev.timer_set) {
+        ngx_add_timer(&rc->timeout_ev, rc->conf->timeout);
+    }
+
+    ngx_integrations_redis_stats.sent++;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_integrations_redis_append_cmd(ngx_integrations_redis_t *rc,
+    ngx_integrations_redis_cmd_t *cmd, ngx_uint_t eval)
+{
+    int          argc;
+    u_char       nkeys[NGX_INT_T_LEN];
+    size_t       argvlen[NGX_INTEGRATIONS_REDIS_MAX_ARGS + 3];
+    ngx_uint_t   i;
+    const char  *argv[NGX_INTEGRATIONS_REDIS_MAX_ARGS + 3];
+
+    if (cmd->nargs > NGX_INTEGRATIONS_REDIS_MAX_ARGS) {
+        return NGX_ERROR;
+    }
+
+    argc = 0;
+
+    if (cmd->script) {
+        if (eval) {
+            argv[0] = "EVAL";
+            argvlen[0] = 4;
+            argv[1] = (const char *) cmd->script->source.data;
+            argvlen[1] = cmd->script->source.len;
+
+        } else {
+            argv[0] = "EVALSHA";
+            argvlen[0] = 7;
+            argv[1] = (const char *) cmd->script->sha1;
+            argvlen[1] = 40;
+        }
+
+        argv[2] = (const char *) nkeys;
+        argvlen[2] = ngx_sprintf(nkeys, "%ui", cmd->nkeys) - nkeys;
+        argc = 3;
+    }
+
+    for (i = 0; i < cmd->nargs; i++) {
+        argv[argc] = (const char *) cmd->args[i].data;
+        argvlen[argc] = cmd->args[i].len;
+        argc++;
+    }
+
+    return ngx_integrations_redis_append(rc, NGX_INTEGRATIONS_REDIS_USER, cmd,
+                                         argc, argv, argvlen);
+}
+
+
+ngx_int_t
+ngx_integrations_redis_send(ngx_integrations_redis_conf_t *rcf,
+    ngx_integrations_redis_cmd_t *cmd)
+{
+    ngx_integrations_redis_t  *rc;
+
+    rc = rcf->conn;
+
+    if (rc == NULL || rc->state == NGX_INTEGRATIONS_REDIS_DOWN) {
+        return NGX_DECLINED;
+    }
+
+    cmd->keep_reply = 0;
+
+    if (ngx_integrations_redis_append_cmd(rc, cmd, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* flush once per event loop turn: queued commands leave together */
+    if (rc->state == NGX_INTEGRATIONS_REDIS_UP && !rc->c->write->posted) {
+        ngx_post_event(rc->c->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_integrations_redis_cancel(ngx_integrations_redis_cmd_t *cmd)
+{
+    ngx_integrations_redis_pending_t  *p;
+
+    p = cmd->pending;
+
+    if (p) {
+        p->cmd = NULL;
+        cmd->pending = NULL;
+    }
+}
+
+
+static void
+ngx_integrations_redis_cleanup(void *data)
+{
+    ngx_integrations_redis_cancel(data);
+}
+
+
+ngx_int_t
+ngx_integrations_redis_send_r(ngx_http_request_t *r,
+    ngx_integrations_redis_conf_t *rcf, ngx_integrations_redis_cmd_t *cmd)
+{
+    ngx_int_t            rv;
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    rv = ngx_integrations_redis_send(rcf, cmd);
+
+    if (rv == NGX_OK) {
+        cln->handler = ngx_integrations_redis_cleanup;
+        cln->data = cmd;
+    }
+
+    return rv;
+}
+
+
+static void
+ngx_integrations_redis_write_handler(ngx_event_t *wev)
+{
+    int                        err;
+    ssize_t                    n;
+    socklen_t                  len;
+    ngx_connection_t          *c;
+    ngx_integrations_redis_t  *rc;
+
+    c = wev->data;
+    rc = c->data;
+
+    if (rc->state == NGX_INTEGRATIONS_REDIS_CONNECTING) {
+
+        if (wev->timedout) {
+            ngx_integrations_redis_fail(rc, "connect timed out");
+            return;
+        }
+
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+            == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, err,
+                          "integrations redis connect() to %V failed",
+                          rc->peer.name);
+            ngx_integrations_redis_fail(rc, "connect failed");
+            return;
+        }
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        rc->state = NGX_INTEGRATIONS_REDIS_UP;
+    }
+
+    while (rc->out_pos < rc->out_len) {
+        n = c->send(c, rc->out + rc->out_pos, rc->out_len - rc->out_pos);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_integrations_redis_fail(rc, "send failed");
+            return;
+        }
+
+        rc->out_pos += n;
+    }
+
+    if (rc->out_pos == rc->out_len) {
+        rc->out_pos = 0;
+        rc->out_len = 0;
+    }
+
+    if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+        ngx_integrations_redis_fail(rc, "event error");
+    }
+}
+
+
+static void
+ngx_integrations_redis_read_handler(ngx_event_t *rev)
+{
+    ssize_t                    n;
+    void                      *reply;
+    ngx_connection_t          *c;
+    ngx_integrations_redis_t  *rc;
+
+    static u_char              buf[16384];
+
+    c = rev->data;
+    rc = c->data;
+
+    if (rc->state == NGX_INTEGRATIONS_REDIS_CONNECTING) {
+        /* an error on connect may be reported on the read side */
+        ngx_integrations_redis_write_handler(c->write);
+        if (rc->c != c) {
+            return;
+        }
+    }
+
+    while (rev->ready) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_integrations_redis_fail(rc, n == 0 ? "connection closed"
+                                                   : "recv failed");
+            return;
+        }
+
+        if (redisReaderFeed(rc->reader, (const char *) buf, n) != REDIS_OK) {
+            ngx_integrations_redis_fail(rc, "out of memory");
+            return;
+        }
+
+        for ( ;; ) {
+            reply = NULL;
+
+            if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
+                ngx_integrations_redis_fail(rc, "protocol error");
+                return;
+            }
+
+            if (reply == NULL) {
+                break;
+            }
+
+            ngx_integrations_redis_dispatch(rc, reply);
+
+            if (rc->c != c) {
+                /* failed while dispatching */
+                return;
+            }
+        }
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_integrations_redis_fail(rc, "event error");
+    }
+}
+
+
+static void
+ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
+    redisReply *reply)
+{
+    ngx_queue_t                       *q;
+    ngx_integrations_redis_cmd_t      *cmd;
+    ngx_integrations_redis_pending_t  *p;
+
+    ngx_integrations_redis_stats.replies++;
+
+    if (ngx_queue_empty(&rc->pending)) {
+        freeReplyObject(reply);
+        ngx_integrations_redis_fail(rc, "unexpected reply");
+        return;
+    }
+
+    q = ngx_queue_head(&rc->pending);
+    ngx_queue_remove(q);
+    ngx_queue_insert_tail(&rc->free, q);
+
+    p = ngx_queue_data(q, ngx_integrations_redis_pending_t, queue);
+    cmd = p->cmd;
+    p->cmd = NULL;
+
+    if (p->kind != NGX_INTEGRATIONS_REDIS_USER) {
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "integrations redis \"%V\": %s failed: %*s",
+                          &rc->conf->name,
+                          p->kind == NGX_INTEGRATIONS_REDIS_AUTH ? "AUTH"
+                          : p->kind == NGX_INTEGRATIONS_REDIS_SELECT
+                            ? "SELECT" : "SCRIPT LOAD",
+                          (size_t) reply->len, reply->str);
+            freeReplyObject(reply);
+            /* keep backing off: a wrong password will not heal by itself */
+            ngx_integrations_redis_fail(rc, "handshake failed");
+            return;
+        }
+
+        rc->backoff = 0;
+        freeReplyObject(reply);
+        return;
+    }
+
+    if (cmd == NULL) {
+        freeReplyObject(reply);
+        return;
+    }
+
+    cmd->pending = NULL;
+
+    if (reply->type == REDIS_REPLY_ERROR && cmd->script
+        && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+    {
+        /* the script cache was flushed: send the source this once */
+        freeReplyObject(reply);
+
+        if (ngx_integrations_redis_append_cmd(rc, cmd, 1) != NGX_OK) {
+            cmd->handler(cmd->data, NULL);
+            return;
+        }
+
+        if (!rc->c->write->posted) {
+            ngx_post_event(rc->c->write, &ngx_posted_events);
+        }
+
+        return;
+    }
+
+    rc->backoff = 0;
+    cmd->keep_reply = 0;
+    cmd->handler(cmd->data, reply);
+
+    if (!cmd->keep_reply) {
+        freeReplyObject(reply);
+    }
+}
+
+
+ngx_int_t
+ngx_integrations_redis_key(ngx_pool_t *pool,
+    ngx_integrations_redis_conf_t *rcf, ngx_str_t *out, const char *fmt, ...)
+{
+    u_char   *p, buf[1024];
+    va_list   args;
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
+    va_end(args);
+
+    out->len = rcf->prefix.len + (p - buf);
+    out->data = ngx_pnalloc(pool, out->len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(out->data, rcf->prefix.data, rcf->prefix.len);
+    ngx_memcpy(p, buf, out->len - rcf->prefix.len);
+
+    return NGX_OK;
+}
