@@ -25,7 +25,7 @@ module: $(MODULE)
 
 cli: $(CLI)
 
-$(NGX_BUILD)/Makefile: config
+$(NGX_BUILD)/objs/Makefile: config
 	@rm -rf $(NGX_BUILD) && mkdir -p $(BUILD)
 	cp -r $(NGX_SRC) $(NGX_BUILD)
 	. $(NGX_BUILD)/conf_flags && cd $(NGX_BUILD) && \
@@ -34,13 +34,16 @@ $(NGX_BUILD)/Makefile: config
 	    --add-dynamic-module=$(CURDIR) >configure.log 2>&1 \
 	    || { tail -30 configure.log; exit 1; }
 
-$(MODULE): $(NGX_BUILD)/Makefile $(SRCS)
+$(MODULE): $(NGX_BUILD)/objs/Makefile $(SRCS)
 	$(MAKE) -s -C $(NGX_BUILD) -f objs/Makefile modules
-	cp $(NGX_BUILD)/objs/ngx_http_integrations_module.so $@
+	@# a new inode: running nginx processes keep the old mapping
+	cp $(NGX_BUILD)/objs/ngx_http_integrations_module.so $@.tmp
+	mv -f $@.tmp $@
 
 $(CLI): $(CLI_SRCS)
-	$(CC) $(CFLAGS) $(CLI_CFLAGS) -Isrc -o $@ $(filter %.c,$^) \
+	$(CC) $(CFLAGS) $(CLI_CFLAGS) -Isrc -o $@.tmp $(filter %.c,$^) \
 	    -lhiredis -ljansson -lcrypto -lz $(CLI_LDFLAGS)
+	mv -f $@.tmp $@
 
 run: all
 	@scripts/run.sh

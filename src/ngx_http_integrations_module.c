@@ -12,6 +12,10 @@
 
 
 static void *ngx_http_integrations_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_integrations_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static ngx_int_t ngx_http_integrations_init(ngx_conf_t *cf);
 static char *ngx_http_integrations_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_integrations_init_process(ngx_cycle_t *cycle);
@@ -27,13 +31,69 @@ static ngx_command_t  ngx_http_integrations_commands[] = {
       0,
       NULL },
 
+    { ngx_string("integrations_events"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_integrations_handlers_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_INTEGRATIONS_EVENTS,
+      NULL },
+
+    { ngx_string("integrations_event"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_integrations_handlers_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_INTEGRATIONS_EVENT,
+      NULL },
+
+    { ngx_string("integrations_ticket_types"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_integrations_handlers_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_INTEGRATIONS_TICKET_TYPES,
+      NULL },
+
+    { ngx_string("integrations_availability"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_integrations_handlers_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_INTEGRATIONS_AVAILABILITY,
+      NULL },
+
+    { ngx_string("integrations_attendees"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_integrations_handlers_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_INTEGRATIONS_ATTENDEES,
+      NULL },
+
+    { ngx_string("integrations_whoami"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_integrations_handlers_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      NGX_INTEGRATIONS_WHOAMI,
+      NULL },
+
+    { ngx_string("integrations_validate"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_integrations_validate_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("integrations_cors"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_integrations_loc_conf_t, cors),
+      NULL },
+
       ngx_null_command
 };
 
 
 static ngx_http_module_t  ngx_http_integrations_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_integrations_init,            /* postconfiguration */
 
     ngx_http_integrations_create_main_conf, /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -41,8 +101,8 @@ static ngx_http_module_t  ngx_http_integrations_module_ctx = {
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
 
-    NULL,                                  /* create location configuration */
-    NULL                                   /* merge location configuration */
+    ngx_http_integrations_create_loc_conf, /* create location configuration */
+    ngx_http_integrations_merge_loc_conf   /* merge location configuration */
 };
 
 
@@ -90,6 +150,51 @@ ngx_http_integrations_create_main_conf(ngx_conf_t *cf)
 }
 
 
+static void *
+ngx_http_integrations_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_integrations_loc_conf_t  *ilcf;
+
+    ilcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_integrations_loc_conf_t));
+    if (ilcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     ilcf->handler = 0;
+     *     ilcf->event = NULL;
+     *     ilcf->handlers_conf = NULL;
+     *     ilcf->validate_conf = NULL;
+     */
+
+    ilcf->validate = NGX_CONF_UNSET_UINT;
+    ilcf->cors = NGX_CONF_UNSET;
+
+    return ilcf;
+}
+
+
+static char *
+ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_integrations_loc_conf_t *prev = parent;
+    ngx_http_integrations_loc_conf_t *conf = child;
+
+    ngx_conf_merge_uint_value(conf->validate, prev->validate,
+                              NGX_INTEGRATIONS_VALIDATE_NONE);
+    ngx_conf_merge_value(conf->cors, prev->cors, 0);
+
+    if (conf->validate_conf == NULL) {
+        conf->validate_conf = prev->validate_conf;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_http_integrations_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -103,6 +208,17 @@ ngx_http_integrations_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     return ngx_integrations_redis_parse(cf, &imcf->redis, cf->args->elts,
                                         cf->args->nelts);
+}
+
+
+static ngx_int_t
+ngx_http_integrations_init(ngx_conf_t *cf)
+{
+    if (ngx_integrations_handlers_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_integrations_validate_init(cf);
 }
 
 

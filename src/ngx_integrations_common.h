@@ -32,12 +32,48 @@ typedef struct {
 } ngx_integrations_identity_t;
 
 
+/* content handlers (ngx_integrations_handlers.c) */
+#define NGX_INTEGRATIONS_EVENTS          1
+#define NGX_INTEGRATIONS_EVENT           2
+#define NGX_INTEGRATIONS_TICKET_TYPES    3
+#define NGX_INTEGRATIONS_AVAILABILITY    4
+#define NGX_INTEGRATIONS_ATTENDEES       5
+#define NGX_INTEGRATIONS_WHOAMI          6
+
+/* request body schemas (ngx_integrations_validate.c) */
+#define NGX_INTEGRATIONS_VALIDATE_NONE          0
+#define NGX_INTEGRATIONS_VALIDATE_EVENT_CREATE  1
+#define NGX_INTEGRATIONS_VALIDATE_EVENT_UPDATE  2
+#define NGX_INTEGRATIONS_VALIDATE_CHECKIN       3
+
+
+typedef struct {
+    ngx_uint_t                      handler;    /* 0: none */
+    ngx_http_complex_value_t       *event;      /* id or slug */
+    ngx_uint_t                      validate;   /* NGX_CONF_UNSET_UINT */
+    ngx_flag_t                      cors;
+    void                           *handlers_conf;  /* handlers.c's own */
+    void                           *validate_conf;  /* validate.c's own */
+} ngx_http_integrations_loc_conf_t;
+
+
 extern ngx_module_t  ngx_http_apikey_module;
 extern ngx_module_t  ngx_http_integrations_module;
 
 
 /* NULL when the request went through no apikey check */
 ngx_integrations_identity_t *ngx_http_apikey_identity(ngx_http_request_t *r);
+
+
+/* ngx_integrations_handlers.c */
+char *ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_integrations_handlers_init(ngx_conf_t *cf);
+
+/* ngx_integrations_validate.c: integrations_validate, integrations_cors */
+char *ngx_integrations_validate_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_integrations_validate_init(ngx_conf_t *cf);
 
 
 #endif /* _NGX_INTEGRATIONS_COMMON_H_INCLUDED_ */
