@@ -1,0 +1,361 @@
+#!/usr/bin/perl
+# The apikey access phase against a real nginx and Redis: where keys are
+# found, every refusal and its JSON, scopes, IP allowlists, revocation,
+# Redis failures, multiplexing, and that the key goes nowhere.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Time::HiRes qw(time sleep);
+use Harness;
+use Keys qw(make_key key_text);
+
+my $h = Harness->new;
+
+# A backend in the same nginx echoes what it received as JSON headers.
+my $conf = <<'EOF';
+log_format keys '$remote_addr "$request" $status auth="$http_authorization" '
+                'xkey="$http_x_api_key" org=$apikey_org id=$apikey_id';
+integrations_redis 127.0.0.1:%%REDIS_PORT%% timeout=300ms;
+large_client_header_buffers 4 16k;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    access_log %%DIR%%/keys.log keys;
+    set_real_ip_from 127.0.0.1;
+    real_ip_header X-Real-IP;
+
+    location /api/ {
+        apikey on;
+        apikey_scope events:read;
+        proxy_set_header X-Org $apikey_org;
+        proxy_set_header X-Key-Id $apikey_id;
+        proxy_set_header X-Key-Name $apikey_name;
+        proxy_set_header X-Scopes $apikey_scopes;
+        proxy_set_header X-Env $apikey_env;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+
+        location /api/write {
+            apikey_scope events:read events:write;
+            proxy_pass http://127.0.0.1:%%PORT2%%;
+        }
+    }
+    location /custom {
+        apikey on;
+        apikey_header "Authorization: Token" X-Custom-Key;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+    }
+    location /open {
+        apikey off;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+    }
+}
+server {
+    listen 127.0.0.1:%%PORT2%%;
+    access_log %%DIR%%/backend.log keys;
+    location / {
+        default_type application/json;
+        return 200 '{"org":"$http_x_org","id":"$http_x_key_id","name":"$http_x_key_name","scopes":"$http_x_scopes","env":"$http_x_env","auth":"$http_authorization","xkey":"$http_x_api_key","apikey":"$http_api_key","custom":"$http_x_custom_key","all":"$http_keep_alive"}';
+    }
+}
+EOF
+$h->start_nginx($conf);
+
+my ($key, $id) = make_key($h, org => 'acme', name => 'CRM sync',
+                          scopes => 'events:read attendees:read');
+my @all_keys = ($key);
+
+sub get { my ($p, %hd) = @_; $h->get($p, \%hd) }
+
+sub is_refusal {
+    my ($res, $status, $name) = @_;
+    is($res->{status}, $status, "$name: status $status");
+    like($res->{headers}{'content-type'} // '', qr{^application/json},
+         "$name: JSON content type");
+    my $j = eval { $h->json($res) };
+    ok($j, "$name: body is JSON") or diag $res->{content};
+    return $j // {};
+}
+
+# -- where the key is found ---------------------------------------------
+for my $case (
+    ['Authorization', "Bearer $key"],
+    ['X-Api-Key', $key],
+    ['api-key', $key],
+    ['AUTHORIZATION', "bearer $key"],
+    ['x-API-KEY', $key],
+    ['Api-Key', "  $key  "],
+) {
+    my $res = get('/api/events', $case->[0] => $case->[1]);
+    is($res->{status}, 200, "key in $case->[0] accepted");
+    my $j = $h->json($res);
+    is($j->{org}, 'acme', "$case->[0]: \$apikey_org reaches the upstream");
+    is($j->{id}, $id, "$case->[0]: \$apikey_id");
+    is($j->{auth} . $j->{xkey} . $j->{apikey}, '',
+       "$case->[0]: no key header reaches the upstream");
+}
+
+{
+    my $j = $h->json(get('/api/x', 'X-Api-Key' => $key));
+    is($j->{name}, 'CRM sync', '$apikey_name');
+    is($j->{scopes}, 'events:read attendees:read', '$apikey_scopes');
+    is($j->{env}, 'live', '$apikey_env');
+    is($j->{all}, '', 'the stripped header carries no value');
+}
+
+# Another scheme in Authorization is not a key.
+is_refusal(get('/api/x', Authorization => "Basic $key"), 401,
+           'Basic scheme is not an API key');
+# Configured headers and scheme.
+is(get('/custom', Authorization => "Token $key")->{status}, 200,
+   'apikey_header "Authorization: Token"');
+is(get('/custom', 'X-Custom-Key' => $key)->{status}, 200,
+   'apikey_header custom name');
+{
+    # X-Api-Key is an ordinary header in /custom, which this operator's
+    # log_format records: use a throwaway key, kept out of the leak check.
+    my ($throwaway) = make_key($h, org => 'acme');
+    is(get('/custom', 'X-Api-Key' => $throwaway)->{status}, 401,
+       'a header not configured there is ignored');
+}
+
+# -- the same key twice, or two different keys ---------------------------
+is(get('/api/x', Authorization => "Bearer $key", 'X-Api-Key' => $key)
+       ->{status}, 200, 'the same key in two headers is accepted');
+{
+    my ($other) = make_key($h, org => 'acme');
+    push @all_keys, $other;
+    my $j = is_refusal(get('/api/x', Authorization => "Bearer $key",
+                           'X-Api-Key' => $other), 400, 'two different keys');
+    is($j->{error}, 'Validation failed', 'ambiguous: error');
+    is($j->{details}[0]{field}, 'X-Api-Key', 'ambiguous: names the header');
+    my $raw = $h->raw("GET /api/x HTTP/1.1\r\nHost: x\r\n"
+                      . "X-Api-Key: $key\r\nX-Api-Key: $other\r\n"
+                      . "Connection: close\r\n\r\n");
+    is($raw->{status}, 400, 'the same header twice with different keys: 400');
+    $raw = $h->raw("GET /api/x HTTP/1.1\r\nHost: x\r\n"
+                   . "X-Api-Key: $key\r\nX-Api-Key: $key\r\n"
+                   . "Connection: close\r\n\r\n");
+    is($raw->{status}, 200, 'the same header twice with the same key: 200');
+}
+
+# -- refusals -------------------------------------------------------------
+{
+    my $res = get('/api/x');
+    my $j = is_refusal($res, 401, 'missing key');
+    is($j->{error}, 'Unauthorized', 'missing: error');
+    like($j->{hint}, qr/Authorization: Bearer/, 'missing: hint names headers');
+    like($res->{headers}{'www-authenticate'}, qr/^Bearer realm=/,
+         'missing: WWW-Authenticate');
+}
+{
+    my %bad = (
+        'junk' => 'hello',
+        'one character changed' => do { (my $k = $key) =~ s/(.)$/$1 eq 'a' ? 'b' : 'a'/e; $k },
+        'wrong env' => do { (my $k = $key) =~ s/_live_/_prod_/; $k },
+        'truncated' => substr($key, 0, -1),
+    );
+    for my $n (sort keys %bad) {
+        my $res = get('/api/x', 'X-Api-Key' => $bad{$n});
+        my $j = is_refusal($res, 401, "malformed key ($n)");
+        like($res->{headers}{'www-authenticate'}, qr/invalid_token/,
+             "malformed ($n): invalid_token");
+    }
+}
+{
+    my ($unknown) = key_text();
+    my $j = is_refusal(get('/api/x', 'X-Api-Key' => $unknown), 401,
+                       'well-formed but unknown key');
+    like($j->{hint}, qr/not valid/, 'unknown: hint');
+
+    # same id, another secret with a valid checksum
+    my ($forged) = key_text(id => $id);
+    is_refusal(get('/api/x', 'X-Api-Key' => $forged), 401, 'wrong secret');
+}
+{
+    my ($k) = make_key($h, org => 'acme', status => 'revoked');
+    my $j = is_refusal(get('/api/x', 'X-Api-Key' => $k), 401, 'revoked key');
+    like($j->{hint}, qr/revoked/, 'revoked: hint');
+    ($k) = make_key($h, org => 'acme', expires => time - 5);
+    $j = is_refusal(get('/api/x', 'X-Api-Key' => $k), 401, 'expired key');
+    like($j->{hint}, qr/expired/, 'expired: hint');
+    ($k) = make_key($h, org => 'acme', expires => time + 3600);
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 200,
+       'key expiring later works');
+}
+{
+    my $big = 'q' x 8192;
+    is_refusal(get('/api/x', 'X-Api-Key' => $big), 401, '8 KB key header');
+    is_refusal(get('/api/x', Authorization => "Bearer $big"), 401,
+               '8 KB Authorization header');
+    is(get('/api/x', 'X-Api-Key' => $key)->{status}, 200,
+       'still serving after the 8 KB headers');
+}
+
+# -- scopes ---------------------------------------------------------------
+{
+    my ($ro) = make_key($h, org => 'acme', scopes => 'events:read');
+    my $res = get('/api/write', 'X-Api-Key' => $ro);
+    my $j = is_refusal($res, 403, 'scope missing');
+    is_deeply($j, { error => 'Forbidden', code => 'SCOPE_REQUIRED',
+                    missingScopes => ['events:write'] },
+              'missingScopes lists exactly the missing scope');
+    like($res->{headers}{'www-authenticate'},
+         qr/error="insufficient_scope", scope="events:write"/,
+         '403 WWW-Authenticate insufficient_scope');
+
+    my ($none) = make_key($h, org => 'acme', scopes => 'attendees:read');
+    $j = $h->json(get('/api/write', 'X-Api-Key' => $none));
+    is_deeply($j->{missingScopes}, ['events:read', 'events:write'],
+              'both missing scopes listed, in configured order');
+
+    my ($rw) = make_key($h, org => 'acme',
+                        scopes => 'events:write events:read');
+    is(get('/api/write', 'X-Api-Key' => $rw)->{status}, 200,
+       'all scopes present (any order) passes');
+    is(get('/api/events', 'X-Api-Key' => $rw)->{status}, 200,
+       'parent location scope inherited');
+
+    my ($prefix) = make_key($h, org => 'acme', scopes => 'events:reader');
+    is(get('/api/events', 'X-Api-Key' => $prefix)->{status}, 403,
+       'a scope is a whole token, not a prefix');
+}
+
+# -- IP allowlists (client address after realip) --------------------------
+{
+    my ($k) = make_key($h, org => 'acme', ips => '10.1.0.0/16, 192.0.2.7');
+    is(get('/api/x', 'X-Api-Key' => $k, 'X-Real-IP' => '10.1.200.3')
+           ->{status}, 200, 'IPv4 inside the CIDR passes');
+    is(get('/api/x', 'X-Api-Key' => $k, 'X-Real-IP' => '192.0.2.7')
+           ->{status}, 200, 'exact IPv4 passes');
+    my $j = is_refusal(get('/api/x', 'X-Api-Key' => $k,
+                           'X-Real-IP' => '10.2.0.1'), 403, 'IPv4 outside');
+    is_deeply($j, { error => 'Forbidden', code => 'IP_NOT_ALLOWED' },
+              'IP_NOT_ALLOWED body');
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 403,
+       'loopback not in the list is refused');
+
+    my ($k6) = make_key($h, org => 'acme', ips => '2001:db8:abcd::/48');
+    is(get('/api/x', 'X-Api-Key' => $k6, 'X-Real-IP' => '2001:db8:abcd:12::1')
+           ->{status}, 200, 'IPv6 inside the CIDR passes');
+    is(get('/api/x', 'X-Api-Key' => $k6, 'X-Real-IP' => '2001:db8:abce::1')
+           ->{status}, 403, 'IPv6 outside the CIDR refused');
+    is(get('/api/x', 'X-Api-Key' => $k6, 'X-Real-IP' => '10.1.2.3')
+           ->{status}, 403, 'IPv4 client against an IPv6 list refused');
+
+    my ($odd) = make_key($h, org => 'acme', ips => '10.0.0.0/13');
+    is(get('/api/x', 'X-Api-Key' => $odd, 'X-Real-IP' => '10.7.255.255')
+           ->{status}, 200, '/13 boundary inside');
+    is(get('/api/x', 'X-Api-Key' => $odd, 'X-Real-IP' => '10.8.0.0')
+           ->{status}, 403, '/13 boundary outside');
+
+    # a record with an allowlist the script cannot read fails closed
+    my ($broken) = make_key($h, org => 'acme', ips => '10.0.0.1', nets => '');
+    is(get('/api/x', 'X-Api-Key' => $broken, 'X-Real-IP' => '10.0.0.1')
+           ->{status}, 403, 'allowlist without compiled nets fails closed');
+}
+
+# -- revocation is seen by the very next request ---------------------------
+{
+    my ($k, $kid) = make_key($h, org => 'acme');
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 200, 'before revoke');
+    $h->redis('HSET', "{k:$kid}", 'status', 'revoked');
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 401,
+       'revoked: the very next request is 401');
+    $h->redis('HSET', "{k:$kid}", 'expires', time - 1, 'status', 'active');
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 401,
+       'expiry set in the past: the next request is 401');
+}
+
+# -- last_used is refreshed, at most once a minute --------------------------
+{
+    my ($k, $kid) = make_key($h, org => 'acme');
+    get('/api/x', 'X-Api-Key' => $k);
+    my $lu = $h->redis('HGET', "{k:$kid}", 'last_used');
+    ok(abs($lu - time) < 5, 'last_used set on use');
+    my $t = int(time) - 30;
+    $h->redis('HSET', "{k:$kid}", 'last_used', $t);
+    get('/api/x', 'X-Api-Key' => $k);
+    is($h->redis('HGET', "{k:$kid}", 'last_used'), $t,
+       'last_used not rewritten within a minute') ;
+}
+
+# -- many requests share one connection per worker --------------------------
+{
+    my $before = $h->redis('INFO', 'stats') =~ /total_connections_received:(\d+)/
+                 ? $1 : 0;
+    my $port = $h->port;
+    my $res = $h->parallel(200, 20, sub {
+        my $r = HTTP::Tiny->new(timeout => 10)->get(
+            "http://127.0.0.1:$port/api/x", { headers => { 'X-Api-Key' => $key } });
+        return $r->{status};
+    });
+    is(scalar(grep { $_ == 200 } @$res), 200, '200 concurrent requests: all 200');
+    my $after = $h->redis('INFO', 'stats') =~ /total_connections_received:(\d+)/
+                ? $1 : 0;
+    # the INFO calls themselves are the only other connections
+    ok($after - $before <= 2,
+       'no new Redis connection for the burst (multiplexed)')
+        or diag "connections: $before -> $after";
+}
+
+# -- the key goes nowhere ---------------------------------------------------
+{
+    my $dump = join "\n", map {
+        my $k = $_;
+        my $type = $h->redis('TYPE', $k);
+        $type eq 'hash' ? join(' ', $k, $h->redis('HGETALL', $k))
+                        : $type eq 'zset' ? join(' ', $k, $h->redis('ZRANGE', $k, 0, -1))
+                        : $k
+    } $h->redis('KEYS', '*');
+    my $logs = $h->error_log . $h->access_log
+             . Harness::_slurp($h->dir . '/keys.log')
+             . Harness::_slurp($h->dir . '/backend.log');
+    for my $k (@all_keys) {
+        my ($secret) = $k =~ /_([0-9A-Za-z]{38})$/;
+        unlike($dump, qr/\Q$secret\E/, 'no secret anywhere in Redis');
+        unlike($logs, qr/\Q$secret\E/, 'no secret in nginx or upstream logs');
+    }
+    like(Harness::_slurp($h->dir . '/keys.log'), qr/id=\Q$id\E/,
+         'the key id is logged (the public part)');
+}
+
+# -- Redis down, hung, restarted ---------------------------------------------
+{
+    $h->stop_redis;
+    my $t0 = time;
+    my $res = get('/api/x', 'X-Api-Key' => $key);
+    my $j = is_refusal($res, 503, 'Redis stopped');
+    is_deeply($j, { error => 'Service unavailable' }, '503 body');
+    ok(time - $t0 < 1, 'Redis stopped: answered at once');
+    is(get('/open/x')->{status}, 200, 'locations without apikey unaffected');
+
+    $h->start_redis;
+    make_key($h, org => 'acme', id => $id, random => substr(
+        ($key =~ /_([0-9A-Za-z]{38})$/)[0], 0, 32));
+    my $ok = 0;
+    for (1 .. 40) {
+        $ok = get('/api/x', 'X-Api-Key' => $key)->{status} == 200 and last;
+        sleep 0.1;
+    }
+    ok($ok, 'Redis restarted: requests succeed again without reload');
+
+    $h->pause_redis(3);
+    $t0 = time;
+    $res = get('/api/x', 'X-Api-Key' => $key);
+    my $took = time - $t0;
+    is($res->{status}, 503, 'Redis hung: 503');
+    ok($took >= 0.25 && $took < 1.0, 'Redis hung: answered within the timeout')
+        or diag "took $took s";
+    $h->resume_redis;
+    $ok = 0;
+    for (1 .. 40) {
+        $ok = get('/api/x', 'X-Api-Key' => $key)->{status} == 200 and last;
+        sleep 0.1;
+    }
+    ok($ok, 'Redis resumed: requests succeed again');
+}
+
+unlike($h->error_log, qr/\[(alert|emerg|crit)\]/, 'no alerts in the error log');
+
+$h->done;
+done_testing;
