@@ -41,6 +41,8 @@
 
 #define NGX_HTTP_APIKEY_MAX_HEADERS  8
 #define NGX_HTTP_APIKEY_CACHE_SIZE   4096
+/* a slot is rewritten at most this often for the same key */
+#define NGX_HTTP_APIKEY_CACHE_FRESH  1000
 
 
 typedef struct {
@@ -69,7 +71,9 @@ typedef struct {
     ngx_str_t                         pepper;
     ngx_integrations_redis_script_t  *script;
     ngx_integrations_redis_conf_t    *redis;
+    ngx_shm_zone_t                   *cache;
     ngx_uint_t                        used;
+    ngx_uint_t                        open;
 } ngx_http_apikey_main_conf_t;
 
 
@@ -93,13 +97,26 @@ typedef struct {
 } ngx_http_apikey_ctx_t;
 
 
-/* the open policy's memory of keys this worker validated */
+/*
+ * The open policy's memory of keys this node validated: a table in shared
+ * memory, so every worker knows what any worker saw. Each slot has its own
+ * try-lock; a busy slot counts as a miss, so a worker never waits.
+ */
 typedef struct {
+    ngx_atomic_t                      lock;
+    ngx_msec_t                        at;       /* epoch ms */
+    time_t                            expires;
     u_char                            hash[NGX_INTEGRATIONS_HASH_HEX_LEN];
     u_char                            ip[33];
-    ngx_msec_t                        at;
-    ngx_integrations_identity_t       identity;
-    u_char                           *blob;
+    u_char                            id[NGX_INTEGRATIONS_KEY_ID_LEN];
+    u_char                            org_len;
+    u_char                            name_len;
+    u_char                            env_len;
+    uint16_t                          scopes_len;
+    u_char                            org[64];
+    u_char                            name[128];
+    u_char                            env[8];
+    u_char                            scopes[512];
 } ngx_http_apikey_cache_entry_t;
 
 
@@ -112,7 +129,10 @@ static void ngx_http_apikey_ctx_marker(void *data);
 static ngx_int_t ngx_http_apikey_find_key(ngx_http_request_t *r,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_ctx_t *ctx,
     ngx_str_t *key);
-static void ngx_http_apikey_cache_put(ngx_http_apikey_ctx_t *ctx);
+static void ngx_http_apikey_cache_put(ngx_http_request_t *r,
+    ngx_http_apikey_ctx_t *ctx);
+static ngx_int_t ngx_http_apikey_cache_init(ngx_shm_zone_t *zone,
+    void *data);
 static ngx_int_t ngx_http_apikey_cache_get(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
 static ngx_int_t ngx_http_apikey_header_filter(ngx_http_request_t *r);
@@ -132,7 +152,6 @@ static char *ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_apikey_redis_failure(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_apikey_init(ngx_conf_t *cf);
-static void ngx_http_apikey_exit_process(ngx_cycle_t *cycle);
 
 
 /*
@@ -292,7 +311,7 @@ ngx_module_t  ngx_http_apikey_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_apikey_exit_process,          /* exit process */
+    NULL,                                  /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -333,8 +352,6 @@ static ngx_http_variable_t  ngx_http_apikey_vars[] = {
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
-
-static ngx_http_apikey_cache_entry_t    *ngx_http_apikey_cache;
 
 
 static ngx_int_t
@@ -570,7 +587,7 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
     ctx->code = e[0]->integer;
 
     if (ctx->code == NGX_HTTP_APIKEY_OK) {
-        ngx_http_apikey_cache_put(ctx);
+        ngx_http_apikey_cache_put(r, ctx);
     }
 
 resume:
@@ -1005,81 +1022,106 @@ ngx_http_apikey_identity(ngx_http_request_t *r)
 }
 
 
-static ngx_uint_t
-ngx_http_apikey_cache_slot(u_char *hash)
+static ngx_msec_t
+ngx_http_apikey_now_ms(void)
 {
-    return (ngx_hextoi(hash, 6) & 0xffffff) % NGX_HTTP_APIKEY_CACHE_SIZE;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (ngx_msec_t) tp->sec * 1000 + tp->msec;
+}
+
+
+static ngx_http_apikey_cache_entry_t *
+ngx_http_apikey_cache_slot(ngx_http_request_t *r, u_char *hash)
+{
+    ngx_http_apikey_main_conf_t    *amcf;
+    ngx_http_apikey_cache_entry_t  *table;
+
+    amcf = ngx_http_get_module_main_conf(r, ngx_http_apikey_module);
+
+    if (amcf->cache == NULL) {
+        return NULL;
+    }
+
+    table = (ngx_http_apikey_cache_entry_t *) amcf->cache->shm.addr;
+
+    return &table[(ngx_hextoi(hash, 6) & 0xffffff)
+                  % NGX_HTTP_APIKEY_CACHE_SIZE];
 }
 
 
 static void
-ngx_http_apikey_cache_put(ngx_http_apikey_ctx_t *ctx)
+ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 {
-    u_char                         *p;
-    size_t                          len;
+    ngx_msec_t                      now;
     ngx_integrations_identity_t    *id;
     ngx_http_apikey_cache_entry_t  *e;
 
-    if (ngx_http_apikey_cache == NULL) {
-        ngx_http_apikey_cache = ngx_calloc(NGX_HTTP_APIKEY_CACHE_SIZE
-                                           * sizeof(ngx_http_apikey_cache_entry_t),
-                                           ngx_cycle->log);
-        if (ngx_http_apikey_cache == NULL) {
-            return;
-        }
-    }
-
-    e = &ngx_http_apikey_cache[ngx_http_apikey_cache_slot(ctx->hash)];
-
-    if (ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0
-        && e->blob != NULL
-        && ngx_strcmp(e->ip, ctx->ip) == 0
-        && e->identity.scopes.len == ctx->identity.scopes.len
-        && ngx_memcmp(e->identity.scopes.data, ctx->identity.scopes.data,
-                      ctx->identity.scopes.len) == 0)
-    {
-        e->at = ngx_current_msec;
+    e = ngx_http_apikey_cache_slot(r, ctx->hash);
+    if (e == NULL) {
         return;
     }
 
     id = &ctx->identity;
-    len = id->org.len + id->id.len + id->name.len + id->scopes.len
-          + id->env.len;
+    now = ngx_http_apikey_now_ms();
 
-    if (e->blob) {
-        ngx_free(e->blob);
-    }
-
-    e->blob = ngx_alloc(len + 1, ngx_cycle->log);
-    if (e->blob == NULL) {
-        ngx_memzero(e, sizeof(ngx_http_apikey_cache_entry_t));
+    if (id->org.len > sizeof(e->org) || id->name.len > sizeof(e->name)
+        || id->scopes.len > sizeof(e->scopes) || id->env.len > sizeof(e->env))
+    {
         return;
     }
 
-    p = e->blob;
+    /* the hot path only reads: refresh a slot at most once a second */
+    if (now - e->at < NGX_HTTP_APIKEY_CACHE_FRESH
+        && ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0
+        && ngx_strcmp(e->ip, ctx->ip) == 0)
+    {
+        return;
+    }
 
-#define ngx_http_apikey_cache_copy(f)                                         \
-    e->identity.f.data = p;                                                   \
-    e->identity.f.len = id->f.len;                                            \
-    p = ngx_cpymem(p, id->f.data, id->f.len)
+    if (!ngx_atomic_cmp_set(&e->lock, 0, 1)) {
+        return;
+    }
 
-    ngx_http_apikey_cache_copy(org);
-    ngx_http_apikey_cache_copy(id);
-    ngx_http_apikey_cache_copy(name);
-    ngx_http_apikey_cache_copy(scopes);
-    ngx_http_apikey_cache_copy(env);
-
-#undef ngx_http_apikey_cache_copy
-
-    e->identity.expires = id->expires;
     ngx_memcpy(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN);
     ngx_memcpy(e->ip, ctx->ip, sizeof(e->ip));
-    e->at = ngx_current_msec;
+    ngx_memcpy(e->id, id->id.data, NGX_INTEGRATIONS_KEY_ID_LEN);
+    e->org_len = (u_char) id->org.len;
+    ngx_memcpy(e->org, id->org.data, id->org.len);
+    e->name_len = (u_char) id->name.len;
+    ngx_memcpy(e->name, id->name.data, id->name.len);
+    e->env_len = (u_char) id->env.len;
+    ngx_memcpy(e->env, id->env.data, id->env.len);
+    e->scopes_len = (uint16_t) id->scopes.len;
+    ngx_memcpy(e->scopes, id->scopes.data, id->scopes.len);
+    e->expires = id->expires;
+    e->at = now;
+
+    ngx_memory_barrier();
+    e->lock = 0;
+}
+
+
+static ngx_int_t
+ngx_http_apikey_cache_copy(ngx_pool_t *pool, ngx_str_t *dst, u_char *src,
+    size_t len)
+{
+    dst->data = ngx_pnalloc(pool, len ? len : 1);
+    if (dst->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(dst->data, src, len);
+    dst->len = len;
+
+    return NGX_OK;
 }
 
 
 /*
- * The open policy: a key this worker validated (from the same client
+ * The open policy: a key this node validated (from the same client
  * address) within open_ttl is admitted while Redis is unreachable.
  */
 
@@ -1087,54 +1129,80 @@ static ngx_int_t
 ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf)
 {
+    ngx_int_t                       rc;
+    ngx_msec_t                      now;
+    ngx_integrations_identity_t    *id;
     ngx_http_apikey_cache_entry_t  *e;
 
-    if (ngx_http_apikey_cache == NULL
-        || ctx->hash[0] == '\0')
-    {
+    if (ctx->hash[0] == '\0') {
         return NGX_DECLINED;
     }
 
-    e = &ngx_http_apikey_cache[ngx_http_apikey_cache_slot(ctx->hash)];
-
-    if (e->blob == NULL
-        || !ngx_integrations_key_equal(e->hash, ctx->hash,
-                                       NGX_INTEGRATIONS_HASH_HEX_LEN)
-        || ngx_strcmp(e->ip, ctx->ip) != 0
-        || ngx_current_msec - e->at > alcf->open_ttl
-        || (e->identity.expires && e->identity.expires <= ngx_time()))
-    {
+    e = ngx_http_apikey_cache_slot(r, ctx->hash);
+    if (e == NULL || !ngx_atomic_cmp_set(&e->lock, 0, 1)) {
         return NGX_DECLINED;
     }
 
-    ctx->identity = e->identity;
+    now = ngx_http_apikey_now_ms();
+    id = &ctx->identity;
+    rc = NGX_DECLINED;
 
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "apikey: redis unreachable, admitting key \"%V\" "
-                  "validated %M ms ago (apikey_redis_failure open)",
-                  &ctx->identity.id, ngx_current_msec - e->at);
+    if (e->at
+        && ngx_integrations_key_equal(e->hash, ctx->hash,
+                                      NGX_INTEGRATIONS_HASH_HEX_LEN)
+        && ngx_strcmp(e->ip, ctx->ip) == 0
+        && now - e->at <= alcf->open_ttl
+        && (e->expires == 0 || e->expires > ngx_time()))
+    {
+        rc = NGX_OK;
 
-    return NGX_OK;
+        if (ngx_http_apikey_cache_copy(r->pool, &id->org, e->org,
+                                       e->org_len) != NGX_OK
+            || ngx_http_apikey_cache_copy(r->pool, &id->name, e->name,
+                                          e->name_len) != NGX_OK
+            || ngx_http_apikey_cache_copy(r->pool, &id->env, e->env,
+                                          e->env_len) != NGX_OK
+            || ngx_http_apikey_cache_copy(r->pool, &id->scopes, e->scopes,
+                                          e->scopes_len) != NGX_OK)
+        {
+            rc = NGX_DECLINED;
+        }
+
+        id->expires = e->expires;
+    }
+
+    ngx_memory_barrier();
+    e->lock = 0;
+
+    if (rc == NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "apikey: redis unreachable, admitting key \"%V\" "
+                      "validated %M ms ago (apikey_redis_failure open)",
+                      &id->id, now - e->at);
+    }
+
+    return rc;
 }
 
 
-static void
-ngx_http_apikey_exit_process(ngx_cycle_t *cycle)
+static ngx_int_t
+ngx_http_apikey_cache_init(ngx_shm_zone_t *zone, void *data)
 {
-    ngx_uint_t  i;
-
-    if (ngx_http_apikey_cache == NULL) {
-        return;
+    /* a reload keeps what the old workers learnt */
+    if (data) {
+        zone->data = data;
+        return NGX_OK;
     }
 
-    for (i = 0; i < NGX_HTTP_APIKEY_CACHE_SIZE; i++) {
-        if (ngx_http_apikey_cache[i].blob) {
-            ngx_free(ngx_http_apikey_cache[i].blob);
-        }
+    if (zone->shm.exists) {
+        zone->data = zone->shm.addr;
+        return NGX_OK;
     }
 
-    ngx_free(ngx_http_apikey_cache);
-    ngx_http_apikey_cache = NULL;
+    ngx_memzero(zone->shm.addr, zone->shm.size);
+    zone->data = zone->shm.addr;
+
+    return NGX_OK;
 }
 
 
@@ -1465,6 +1533,10 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->enable) {
         amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apikey_module);
         amcf->used = 1;
+
+        if (conf->failure == NGX_HTTP_APIKEY_FAILURE_OPEN) {
+            amcf->open = 1;
+        }
     }
 
     return NGX_CONF_OK;
@@ -1788,6 +1860,7 @@ invalid:
 static ngx_int_t
 ngx_http_apikey_init(ngx_conf_t *cf)
 {
+    ngx_str_t                           name;
     ngx_http_handler_pt                *h;
     ngx_http_core_main_conf_t          *cmcf;
     ngx_http_apikey_main_conf_t        *amcf;
@@ -1813,6 +1886,20 @@ ngx_http_apikey_init(ngx_conf_t *cf)
                                                      ngx_http_apikey_script);
     if (amcf->script == NULL) {
         return NGX_ERROR;
+    }
+
+    if (amcf->open) {
+        ngx_str_set(&name, "apikey_open_cache");
+        amcf->cache = ngx_shared_memory_add(cf, &name,
+                          ngx_align(NGX_HTTP_APIKEY_CACHE_SIZE
+                                    * sizeof(ngx_http_apikey_cache_entry_t),
+                                    ngx_pagesize)
+                          + ngx_pagesize, &ngx_http_apikey_module);
+        if (amcf->cache == NULL) {
+            return NGX_ERROR;
+        }
+
+        amcf->cache->init = ngx_http_apikey_cache_init;
     }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);

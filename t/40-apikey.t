@@ -127,7 +127,9 @@ is(get('/api/x', Authorization => "Bearer $key", 'X-Api-Key' => $key)
     my $j = is_refusal(get('/api/x', Authorization => "Bearer $key",
                            'X-Api-Key' => $other), 400, 'two different keys');
     is($j->{error}, 'Validation failed', 'ambiguous: error');
-    is($j->{details}[0]{field}, 'X-Api-Key', 'ambiguous: names the header');
+    # the later of the two headers is named; HTTP::Tiny orders them freely
+    like($j->{details}[0]{field}, qr/^(X-Api-Key|Authorization)$/,
+         'ambiguous: names a conflicting header');
     my $raw = $h->raw("GET /api/x HTTP/1.1\r\nHost: x\r\n"
                       . "X-Api-Key: $key\r\nX-Api-Key: $other\r\n"
                       . "Connection: close\r\n\r\n");
