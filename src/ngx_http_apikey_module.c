@@ -72,6 +72,8 @@ typedef struct {
     ngx_integrations_redis_script_t  *script;
     ngx_integrations_redis_conf_t    *redis;
     ngx_shm_zone_t                   *cache;
+    ngx_str_t                         used_file;   /* first "apikey on" */
+    ngx_uint_t                        used_line;
     ngx_uint_t                        used;
     ngx_uint_t                        open;
 } ngx_http_apikey_main_conf_t;
@@ -143,6 +145,8 @@ static void *ngx_http_apikey_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_apikey_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static char *ngx_http_apikey(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_apikey_header(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_apikey_scope(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -235,7 +239,7 @@ static ngx_command_t  ngx_http_apikey_commands[] = {
 
     { ngx_string("apikey"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
+      ngx_http_apikey,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_apikey_loc_conf_t, enable),
       NULL },
@@ -1543,6 +1547,30 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/* apikey on|off; remembers where, for errors found after parsing */
+
+static char *
+ngx_http_apikey(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char                         *rv;
+    ngx_http_apikey_main_conf_t  *amcf;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apikey_module);
+
+    if (amcf->used_line == 0) {
+        amcf->used_file = cf->conf_file->file.name;
+        amcf->used_line = cf->conf_file->line;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* apikey_header "Authorization: Bearer" X-Api-Key api-key; */
 
 static char *
@@ -1877,7 +1905,8 @@ ngx_http_apikey_init(ngx_conf_t *cf)
     if (!imcf->redis_set) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"apikey on\" requires \"integrations_redis\" in the "
-                      "http block");
+                      "http block in %V:%ui",
+                      &amcf->used_file, amcf->used_line);
         return NGX_ERROR;
     }
 

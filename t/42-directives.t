@@ -1,0 +1,92 @@
+#!/usr/bin/perl
+# Every bad directive form fails `nginx -t` naming the file and the line;
+# good forms pass. No Redis is needed to test a configuration.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Harness;
+
+my $h = Harness->new(redis => 0);
+
+sub conf {
+    my ($http, $loc) = @_;
+    $http //= 'integrations_redis 127.0.0.1:6379;';
+    return "$http\nserver {\n    listen 127.0.0.1:%%PORT%%;\n"
+         . "    location / {\n        $loc\n    }\n}\n";
+}
+
+# the directive under test is on line 4 of the snippet (see conf())
+sub bad {
+    my ($name, $http, $loc, $msg) = @_;
+    my ($rc, $out, $file) = $h->nginx_test(conf($http, $loc));
+    isnt($rc, 0, "nginx -t fails: $name");
+    like($out, qr/\Q$file\E:\d+/, "$name: names file and line") or diag $out;
+    like($out, $msg, "$name: says what is wrong") if $msg;
+}
+
+sub good {
+    my ($name, $http, $loc) = @_;
+    my ($rc, $out) = $h->nginx_test(conf($http, $loc));
+    is($rc, 0, "nginx -t passes: $name") or diag $out;
+}
+
+good('defaults', undef, 'apikey on;');
+good('everything', 'integrations_redis unix:/run/redis.sock password=pw '
+     . 'db=2 prefix=tenant1: timeout=150ms connect_timeout=1s;',
+     'apikey on; apikey_header "Authorization: Bearer" X-Api-Key api-key; '
+     . 'apikey_scope events:read events.read; apikey_rate_limit 60r/m '
+     . 'bucket=events; apikey_redis_failure open ttl=2m; apikey_pass_key off;');
+good('5r/2s window', undef, 'apikey on; apikey_rate_limit 5r/2s;');
+good('rate with window=', undef,
+     'apikey on; apikey_rate_limit 10r/s window=10s bucket=x;');
+good('rate off', undef, 'apikey on; apikey_rate_limit off;');
+
+bad('apikey maybe', undef, 'apikey maybe;', qr/invalid value "maybe"/);
+bad('apikey without integrations_redis', '', 'apikey on;',
+    qr/requires "integrations_redis"/);
+bad('header with a space', undef, 'apikey on; apikey_header "X Key";',
+    qr/invalid key header/);
+bad('header scheme empty', undef, 'apikey on; apikey_header "Authorization:";',
+    qr/invalid key header/);
+bad('header twice', undef,
+    'apikey on; apikey_header X-A; apikey_header X-B;', qr/is duplicate/);
+bad('scope with a comma', undef, 'apikey on; apikey_scope "a,b";',
+    qr/invalid scope/);
+bad('scope with a quote', undef, "apikey on; apikey_scope 'a\"b';",
+    qr/invalid scope/);
+bad('rate 0r/s', undef, 'apikey on; apikey_rate_limit 0r/s;', qr/invalid rate/);
+bad('rate unit', undef, 'apikey on; apikey_rate_limit 10r/x;', qr/invalid rate/);
+bad('rate junk', undef, 'apikey on; apikey_rate_limit fast;', qr/invalid rate/);
+bad('rate bucket empty', undef, 'apikey on; apikey_rate_limit 1r/s bucket=;',
+    qr/invalid parameter "bucket="/);
+bad('rate bucket chars', undef,
+    'apikey on; apikey_rate_limit 1r/s bucket=a/b;', qr/invalid parameter/);
+bad('rate window=0', undef,
+    'apikey on; apikey_rate_limit 1r/s window=0s;', qr/invalid parameter/);
+bad('rate window allows nothing', undef,
+    'apikey on; apikey_rate_limit 1r/m window=1s;', qr/allows no request/);
+bad('rate unknown parameter', undef,
+    'apikey on; apikey_rate_limit 1r/s burst=5;', qr/invalid parameter "burst=5"/);
+bad('failure policy', undef, 'apikey on; apikey_redis_failure sometimes;',
+    qr/expected "closed" or "open"/);
+bad('failure ttl on closed', undef,
+    'apikey on; apikey_redis_failure closed ttl=5s;', qr/invalid parameter/);
+bad('failure ttl junk', undef,
+    'apikey on; apikey_redis_failure open ttl=soon;', qr/invalid parameter/);
+bad('redis address', 'integrations_redis 127.0.0.1:99999;', 'apikey on;',
+    qr/redis address|invalid port/);
+bad('redis db', 'integrations_redis 127.0.0.1 db=x;', 'apikey on;',
+    qr/invalid parameter "db=x"/);
+bad('redis timeout', 'integrations_redis 127.0.0.1 timeout=soon;',
+    'apikey on;', qr/invalid parameter "timeout=soon"/);
+bad('redis prefix with a brace', 'integrations_redis 127.0.0.1 "prefix=a{";',
+    'apikey on;', qr/invalid parameter "prefix=a\{"/);
+bad('redis unknown parameter', 'integrations_redis 127.0.0.1 pool=3;',
+    'apikey on;', qr/invalid parameter "pool=3"/);
+bad('redis twice',
+    "integrations_redis 127.0.0.1;\nintegrations_redis 127.0.0.1;",
+    'apikey on;', qr/is duplicate/);
+
+$h->done;
+done_testing;
