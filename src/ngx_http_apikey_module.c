@@ -1049,7 +1049,7 @@ ngx_http_apikey_cache_slot(ngx_http_request_t *r, u_char *hash)
         return NULL;
     }
 
-    table = (ngx_http_apikey_cache_entry_t *) amcf->cache->shm.addr;
+    table = amcf->cache->data;
 
     return &table[(ngx_hextoi(hash, 6) & 0xffffff)
                   % NGX_HTTP_APIKEY_CACHE_SIZE];
@@ -1192,19 +1192,32 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
 static ngx_int_t
 ngx_http_apikey_cache_init(ngx_shm_zone_t *zone, void *data)
 {
+    size_t            size;
+    ngx_slab_pool_t  *sp;
+
     /* a reload keeps what the old workers learnt */
     if (data) {
         zone->data = data;
         return NGX_OK;
     }
 
+    /* nginx keeps its own slab header at the start of every zone */
+    sp = (ngx_slab_pool_t *) zone->shm.addr;
+
     if (zone->shm.exists) {
-        zone->data = zone->shm.addr;
+        zone->data = sp->data;
         return NGX_OK;
     }
 
-    ngx_memzero(zone->shm.addr, zone->shm.size);
-    zone->data = zone->shm.addr;
+    size = NGX_HTTP_APIKEY_CACHE_SIZE * sizeof(ngx_http_apikey_cache_entry_t);
+
+    sp->data = ngx_slab_alloc(sp, size);
+    if (sp->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sp->data, size);
+    zone->data = sp->data;
 
     return NGX_OK;
 }
@@ -1923,7 +1936,7 @@ ngx_http_apikey_init(ngx_conf_t *cf)
                           ngx_align(NGX_HTTP_APIKEY_CACHE_SIZE
                                     * sizeof(ngx_http_apikey_cache_entry_t),
                                     ngx_pagesize)
-                          + ngx_pagesize, &ngx_http_apikey_module);
+                          + 64 * ngx_pagesize, &ngx_http_apikey_module);
         if (amcf->cache == NULL) {
             return NGX_ERROR;
         }

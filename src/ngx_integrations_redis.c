@@ -95,6 +95,15 @@ static void ngx_integrations_redis_cleanup(void *data);
 
 ngx_integrations_redis_stats_t  ngx_integrations_redis_stats;
 
+static ngx_uint_t  ngx_integrations_redis_kept;
+
+
+void
+ngx_integrations_redis_keep_reply(void)
+{
+    ngx_integrations_redis_kept = 1;
+}
+
 
 ngx_integrations_redis_script_t *
 ngx_integrations_redis_add_script(ngx_conf_t *cf,
@@ -753,8 +762,6 @@ ngx_integrations_redis_send(ngx_integrations_redis_conf_t *rcf,
         return NGX_DECLINED;
     }
 
-    cmd->keep_reply = 0;
-
     if (ngx_integrations_redis_append_cmd(rc, cmd, 0) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -1018,10 +1025,12 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     }
 
     rc->backoff = 0;
-    cmd->keep_reply = 0;
+
+    /* the handler may finalize the request and free cmd with it */
+    ngx_integrations_redis_kept = 0;
     cmd->handler(cmd->data, reply);
 
-    if (!cmd->keep_reply) {
+    if (!ngx_integrations_redis_kept) {
         freeReplyObject(reply);
     }
 }
@@ -1044,7 +1053,12 @@ ngx_integrations_redis_key(ngx_pool_t *pool,
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(out->data, rcf->prefix.data, rcf->prefix.len);
+    p = out->data;
+
+    if (rcf->prefix.len) {
+        p = ngx_cpymem(p, rcf->prefix.data, rcf->prefix.len);
+    }
+
     ngx_memcpy(p, buf, out->len - rcf->prefix.len);
 
     return NGX_OK;

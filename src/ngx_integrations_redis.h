@@ -51,8 +51,6 @@ typedef struct {
     ngx_str_t                          *args;
     ngx_integrations_redis_handler_pt   handler;
     void                               *data;
-    /* set by the handler to keep the reply: it frees it later */
-    unsigned                            keep_reply:1;
     /* internal */
     void                               *pending;
 } ngx_integrations_redis_cmd_t;
@@ -75,6 +73,14 @@ void ngx_integrations_redis_exit_worker(ngx_integrations_redis_conf_t *rcf);
  */
 ngx_int_t ngx_integrations_redis_send(ngx_integrations_redis_conf_t *rcf,
     ngx_integrations_redis_cmd_t *cmd);
+
+/*
+ * Called by a handler to keep the reply it was given (to point buffers at
+ * its strings); it then frees it with freeReplyObject(), e.g. in a request
+ * pool cleanup. Otherwise the reply is freed when the handler returns.
+ * (The command may be freed by its handler, so no flag lives in it.)
+ */
+void ngx_integrations_redis_keep_reply(void);
 
 /* the handler will not be called; the reply is dropped when it comes */
 void ngx_integrations_redis_cancel(ngx_integrations_redis_cmd_t *cmd);
