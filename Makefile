@@ -70,8 +70,10 @@ bench: all
 	@bench/run.sh
 
 lint:
+	@scripts/deps.sh lint
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability \
-	    --inline-suppr -I src src
+	    --inline-suppr --suppress=missingIncludeSystem \
+	    -I src src
 	@scripts/style-check.sh
 
 clean:

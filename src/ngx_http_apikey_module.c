@@ -40,6 +40,10 @@
 #define NGX_HTTP_APIKEY_FAILURE_OPEN    1
 
 #define NGX_HTTP_APIKEY_MAX_HEADERS  8
+
+#define NGX_HTTP_APIKEY_503_BODY     "{\"error\":\"Service unavailable\"}"
+#define NGX_HTTP_APIKEY_SCOPE_BODY                                            \
+    "{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\",\"missingScopes\":["
 #define NGX_HTTP_APIKEY_CACHE_SIZE   4096
 /* a slot is rewritten at most this often for the same key */
 #define NGX_HTTP_APIKEY_CACHE_FRESH  1000
@@ -695,10 +699,8 @@ ngx_http_apikey_scope_refusal(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(body, "{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\","
-                   "\"missingScopes\":[",
-                   sizeof("{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\","
-                          "\"missingScopes\":[") - 1);
+    p = ngx_cpymem(body, NGX_HTTP_APIKEY_SCOPE_BODY,
+                   sizeof(NGX_HTTP_APIKEY_SCOPE_BODY) - 1);
 
     v.data = h;
     h = ngx_cpymem(h, "Bearer error=\"insufficient_scope\", scope=\"",
@@ -819,9 +821,8 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
 
         } else {
             return ngx_http_apikey_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                   (u_char *) "{\"error\":\"Service unavailable\"}",
-                                   sizeof("{\"error\":\"Service unavailable\"}")
-                                   - 1);
+                                        (u_char *) NGX_HTTP_APIKEY_503_BODY,
+                                        sizeof(NGX_HTTP_APIKEY_503_BODY) - 1);
         }
     }
 
