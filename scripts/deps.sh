@@ -9,7 +9,7 @@ if [ "${1:-}" = lint ]; then
     pkgs="$pkgs cppcheck"
 fi
 if [ "${1:-}" = bench ]; then
-    pkgs="$pkgs wrk python3 libnginx-mod-http-lua lua-nginx-redis
+    pkgs="$pkgs wrk bc python3 libnginx-mod-http-lua lua-nginx-redis
           lua-nginx-string"
 fi
 missing=""
