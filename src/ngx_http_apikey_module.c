@@ -100,6 +100,7 @@ typedef struct {
     int64_t                           retry_ms;
     ngx_msec_t                        window;
     unsigned                          keyed:1;
+    unsigned                          counted:1;
 } ngx_http_apikey_ctx_t;
 
 
@@ -611,6 +612,20 @@ ngx_http_apikey_send(ngx_http_request_t *r, ngx_uint_t status, u_char *body,
 {
     ngx_int_t  rc;
 
+    switch (status) {
+    case NGX_HTTP_UNAUTHORIZED:
+        ngx_integrations_stat(keys_unauthorized);
+        break;
+    case NGX_HTTP_FORBIDDEN:
+        ngx_integrations_stat(keys_forbidden);
+        break;
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        ngx_integrations_stat(keys_limited);
+        break;
+    default:
+        ngx_integrations_stat(keys_unavailable);
+    }
+
     rc = ngx_integrations_json_send(r, status, body, len);
     ngx_http_finalize_request(r, rc);
 
@@ -818,6 +833,7 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
         {
             ctx->code = NGX_HTTP_APIKEY_OK;
             ctx->limit = 0;
+            ngx_integrations_stat(keys_open);
 
         } else {
             return ngx_http_apikey_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -850,6 +866,7 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
 
     case NGX_HTTP_APIKEY_AMBIGUOUS:
         field = ctx->conflict;
+        ngx_integrations_stat(keys_ambiguous);
         rc = ngx_integrations_json_invalid(r, NGX_HTTP_BAD_REQUEST, &field,
                                            "a different API key was sent "
                                            "in another header");
@@ -883,6 +900,11 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
                         (int64_t) ((ctx->retry_ms + 999) / 1000));
         return ngx_http_apikey_send(r, NGX_HTTP_TOO_MANY_REQUESTS, buf,
                                     p - buf);
+    }
+
+    if (!ctx->counted) {
+        ctx->counted = 1;
+        ngx_integrations_stat(keys_ok);
     }
 
     return NGX_OK;

@@ -19,6 +19,11 @@ static ngx_int_t ngx_http_integrations_init(ngx_conf_t *cf);
 static char *ngx_http_integrations_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_integrations_init_process(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_integrations_stats_init(ngx_shm_zone_t *zone,
+    void *data);
+static char *ngx_http_integrations_status(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_integrations_status_handler(ngx_http_request_t *r);
 static void ngx_http_integrations_exit_process(ngx_cycle_t *cycle);
 
 
@@ -80,6 +85,13 @@ static ngx_command_t  ngx_http_integrations_commands[] = {
       0,
       NULL },
 
+    { ngx_string("integrations_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_integrations_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("integrations_cors"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -120,6 +132,11 @@ ngx_module_t  ngx_http_integrations_module = {
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+static ngx_integrations_stats_t   ngx_integrations_local_stats;
+ngx_integrations_stats_t         *ngx_integrations_stats =
+    &ngx_integrations_local_stats;
 
 
 static void *
@@ -214,11 +231,158 @@ ngx_http_integrations_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_integrations_init(ngx_conf_t *cf)
 {
+    ngx_str_t        name;
+    ngx_shm_zone_t  *zone;
+
+    ngx_str_set(&name, "integrations_stats");
+
+    zone = ngx_shared_memory_add(cf, &name, 16 * ngx_pagesize,
+                                 &ngx_http_integrations_module);
+    if (zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->init = ngx_http_integrations_stats_init;
+
     if (ngx_integrations_handlers_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
     return ngx_integrations_validate_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_integrations_stats_init(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t  *sp;
+
+    /* counters survive a reload */
+    if (data) {
+        zone->data = data;
+        ngx_integrations_stats = data;
+        return NGX_OK;
+    }
+
+    sp = (ngx_slab_pool_t *) zone->shm.addr;
+
+    if (zone->shm.exists) {
+        zone->data = sp->data;
+        ngx_integrations_stats = sp->data;
+        return NGX_OK;
+    }
+
+    sp->data = ngx_slab_calloc(sp, sizeof(ngx_integrations_stats_t));
+    if (sp->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->data = sp->data;
+    ngx_integrations_stats = sp->data;
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_http_integrations_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_integrations_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* Prometheus text by default; JSON with ?format=json */
+
+static ngx_int_t
+ngx_http_integrations_status_handler(ngx_http_request_t *r)
+{
+    u_char                    *p;
+    ngx_int_t                  rc;
+    ngx_str_t                  fmt;
+    ngx_buf_t                 *b;
+    ngx_chain_t                out;
+    ngx_integrations_stats_t  *st;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    st = ngx_integrations_stats;
+
+    b = ngx_create_temp_buf(r->pool, 2048);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "format", 6, &fmt) == NGX_OK
+        && fmt.len == 4 && ngx_strncmp(fmt.data, "json", 4) == 0)
+    {
+        p = ngx_sprintf(b->last,
+                "{\"redis\":{\"commands\":%uA,\"replies\":%uA,"
+                "\"timeouts\":%uA,\"failures\":%uA,\"connects\":%uA},"
+                "\"keys\":{\"ok\":%uA,\"unauthorized\":%uA,"
+                "\"forbidden\":%uA,\"limited\":%uA,\"unavailable\":%uA,"
+                "\"open\":%uA,\"ambiguous\":%uA}}\n",
+                st->redis_commands, st->redis_replies, st->redis_timeouts,
+                st->redis_failures, st->redis_connects, st->keys_ok,
+                st->keys_unauthorized, st->keys_forbidden, st->keys_limited,
+                st->keys_unavailable, st->keys_open, st->keys_ambiguous);
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+
+    } else {
+        p = ngx_sprintf(b->last,
+                "# TYPE integrations_redis_commands_total counter\n"
+                "integrations_redis_commands_total %uA\n"
+                "# TYPE integrations_redis_replies_total counter\n"
+                "integrations_redis_replies_total %uA\n"
+                "# TYPE integrations_redis_timeouts_total counter\n"
+                "integrations_redis_timeouts_total %uA\n"
+                "# TYPE integrations_redis_failures_total counter\n"
+                "integrations_redis_failures_total %uA\n"
+                "# TYPE integrations_redis_connects_total counter\n"
+                "integrations_redis_connects_total %uA\n"
+                "# TYPE integrations_keys_total counter\n"
+                "integrations_keys_total{result=\"ok\"} %uA\n"
+                "integrations_keys_total{result=\"unauthorized\"} %uA\n"
+                "integrations_keys_total{result=\"forbidden\"} %uA\n"
+                "integrations_keys_total{result=\"limited\"} %uA\n"
+                "integrations_keys_total{result=\"unavailable\"} %uA\n"
+                "integrations_keys_total{result=\"open\"} %uA\n"
+                "integrations_keys_total{result=\"ambiguous\"} %uA\n",
+                st->redis_commands, st->redis_replies, st->redis_timeouts,
+                st->redis_failures, st->redis_connects, st->keys_ok,
+                st->keys_unauthorized, st->keys_forbidden, st->keys_limited,
+                st->keys_unavailable, st->keys_open, st->keys_ambiguous);
+        ngx_str_set(&r->headers_out.content_type,
+                    "text/plain; version=0.0.4");
+    }
+
+    b->last = p;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    if (r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
 }
 
 

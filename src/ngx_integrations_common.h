@@ -57,6 +57,29 @@ typedef struct {
 } ngx_http_integrations_loc_conf_t;
 
 
+/* node-wide counters, in shared memory (integrations_status shows them) */
+typedef struct {
+    ngx_atomic_t                    redis_commands;
+    ngx_atomic_t                    redis_replies;
+    ngx_atomic_t                    redis_timeouts;
+    ngx_atomic_t                    redis_failures;
+    ngx_atomic_t                    redis_connects;
+    ngx_atomic_t                    keys_ok;
+    ngx_atomic_t                    keys_unauthorized;
+    ngx_atomic_t                    keys_forbidden;
+    ngx_atomic_t                    keys_limited;
+    ngx_atomic_t                    keys_unavailable;
+    ngx_atomic_t                    keys_open;
+    ngx_atomic_t                    keys_ambiguous;
+} ngx_integrations_stats_t;
+
+/* never NULL: a process-local table until the shared one exists */
+extern ngx_integrations_stats_t  *ngx_integrations_stats;
+
+#define ngx_integrations_stat(name)                                           \
+    (void) ngx_atomic_fetch_add(&ngx_integrations_stats->name, 1)
+
+
 extern ngx_module_t  ngx_http_apikey_module;
 extern ngx_module_t  ngx_http_integrations_module;
 

@@ -1,5 +1,13 @@
 /*
- * Content handlers of the read API (stub: being written).
+ * Content handlers of the read API: events, event, ticket types,
+ * availability, attendees, whoami.
+ *
+ * Each data request costs one Redis round trip: one script per endpoint
+ * resolves the event (slug or id), applies the filters and the page, and
+ * returns the stored, pre-serialised JSON items already joined with commas.
+ * The body is a buffer chain over the strings of the kept reply: no item is
+ * copied or re-encoded here. The ETag is a 64-bit hash of that chain;
+ * If-None-Match is answered by nginx's not_modified filter (304).
  */
 
 #include <ngx_config.h>
@@ -7,18 +15,1840 @@
 #include <ngx_http.h>
 
 #include "ngx_integrations_common.h"
+#include "ngx_integrations_json.h"
 
+
+#define NGX_HTTP_INTEGRATIONS_EVENTS_SIZE      50
+#define NGX_HTTP_INTEGRATIONS_EVENTS_MAX       100
+#define NGX_HTTP_INTEGRATIONS_ATTENDEES_SIZE   100
+#define NGX_HTTP_INTEGRATIONS_ATTENDEES_MAX    500
+
+/* a start past any data set, printed by Lua without an exponent */
+#define NGX_HTTP_INTEGRATIONS_MAX_START        1000000000000LL
+
+#define NGX_HTTP_INTEGRATIONS_MAX_TEXT         256
+#define NGX_HTTP_INTEGRATIONS_MAX_ERRORS       16
+
+/* query parameters */
+#define NGX_HTTP_INTEGRATIONS_P_PAGE           0
+#define NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE      1
+#define NGX_HTTP_INTEGRATIONS_P_LIMIT          2
+#define NGX_HTTP_INTEGRATIONS_P_STATUS         3
+#define NGX_HTTP_INTEGRATIONS_P_SEARCH         4
+#define NGX_HTTP_INTEGRATIONS_P_DATE_FROM      5
+#define NGX_HTTP_INTEGRATIONS_P_DATE_TO        6
+#define NGX_HTTP_INTEGRATIONS_P_LIVE_ONLY      7
+#define NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE  8
+#define NGX_HTTP_INTEGRATIONS_P_CATEGORY_ID    9
+#define NGX_HTTP_INTEGRATIONS_P_SCANNED        10
+#define NGX_HTTP_INTEGRATIONS_P_PROMO          11
+#define NGX_HTTP_INTEGRATIONS_P_N              12
+
+#define NGX_HTTP_INTEGRATIONS_BIT(p)  ((ngx_uint_t) 1 << (p))
+
+#define NGX_HTTP_INTEGRATIONS_PAGED                                          \
+    (NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_PAGE)                 \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE)          \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_LIMIT)              \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_SEARCH)             \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE))
+
+#define NGX_HTTP_INTEGRATIONS_EVENTS_PARAMS                                  \
+    (NGX_HTTP_INTEGRATIONS_PAGED                                             \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_STATUS)             \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_DATE_FROM)          \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_DATE_TO)            \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_LIVE_ONLY))
+
+#define NGX_HTTP_INTEGRATIONS_ATTENDEES_PARAMS                               \
+    (NGX_HTTP_INTEGRATIONS_PAGED                                             \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_CATEGORY_ID)        \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_SCANNED)            \
+     | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_PROMO))
+
+/* script arguments: KEYS[1] + ARGV */
+#define NGX_HTTP_INTEGRATIONS_NARGS            9
+
+#define NGX_HTTP_INTEGRATIONS_503  "{\"error\":\"Service unavailable\"}"
+
+
+typedef struct {
+    ngx_str_t                           file;   /* first handler, for */
+    ngx_uint_t                          line;   /* nginx -t errors */
+    ngx_integrations_redis_script_t    *events;
+    ngx_integrations_redis_script_t    *event;
+    ngx_integrations_redis_script_t    *attendees;
+} ngx_http_integrations_handlers_main_t;
+
+
+typedef struct {
+    ngx_str_t                           field;
+    const char                         *message;
+} ngx_http_integrations_error_t;
+
+
+/* the query of a list request, validated */
+typedef struct {
+    ngx_str_t                           value[NGX_HTTP_INTEGRATIONS_P_N];
+    ngx_uint_t                          page;
+    ngx_uint_t                          size;
+    ngx_uint_t                          nerrors;
+    ngx_http_integrations_error_t       errors[NGX_HTTP_INTEGRATIONS_MAX_ERRORS];
+} ngx_http_integrations_query_t;
+
+
+typedef struct {
+    ngx_http_request_t                 *request;
+    ngx_uint_t                          handler;
+    ngx_uint_t                          page;
+    ngx_uint_t                          size;
+    ngx_integrations_redis_cmd_t        cmd;
+    ngx_str_t                           args[NGX_HTTP_INTEGRATIONS_NARGS];
+} ngx_http_integrations_ctx_t;
+
+
+/* a body under construction: memory buffers over existing bytes */
+typedef struct {
+    ngx_pool_t                         *pool;
+    ngx_chain_t                        *out;
+    ngx_chain_t                       **last;
+    ngx_buf_t                          *buf;
+    off_t                               len;
+} ngx_http_integrations_body_t;
+
+
+static ngx_int_t ngx_http_integrations_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_integrations_start(ngx_http_request_t *r,
+    ngx_http_integrations_loc_conf_t *ilcf,
+    ngx_integrations_identity_t *id);
+static void ngx_http_integrations_reply(void *data, redisReply *reply);
+static ngx_int_t ngx_http_integrations_respond(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_integrations_list(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body,
+    redisReply *reply);
+static ngx_int_t ngx_http_integrations_event(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body,
+    redisReply *reply);
+static ngx_int_t ngx_http_integrations_whoami(ngx_http_request_t *r,
+    ngx_integrations_identity_t *id);
+static ngx_int_t ngx_http_integrations_send(ngx_http_request_t *r,
+    ngx_http_integrations_body_t *body);
+static void ngx_http_integrations_free_reply(void *data);
+
+static ngx_int_t ngx_http_integrations_add(ngx_http_integrations_body_t *body,
+    u_char *p, size_t len);
+static ngx_int_t ngx_http_integrations_query(ngx_http_request_t *r,
+    ngx_uint_t params, ngx_uint_t def, ngx_uint_t max,
+    ngx_http_integrations_query_t *q);
+static void ngx_http_integrations_invalid(ngx_http_integrations_query_t *q,
+    ngx_uint_t p, const char *message);
+static ngx_int_t ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v);
+static ngx_int_t ngx_http_integrations_bool(ngx_str_t *s);
+static ngx_int_t ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
+    ngx_uint_t end_of_day, ngx_str_t *score, int64_t *sec);
+static ngx_int_t ngx_http_integrations_bad_request(ngx_http_request_t *r,
+    ngx_http_integrations_query_t *q);
+static ngx_int_t ngx_http_integrations_unauthorized(ngx_http_request_t *r);
+static ngx_int_t ngx_http_integrations_not_allowed(ngx_http_request_t *r);
+
+
+static ngx_str_t  ngx_http_integrations_params[] = {
+    ngx_string("page"),
+    ngx_string("page_size"),
+    ngx_string("limit"),
+    ngx_string("status"),
+    ngx_string("search"),
+    ngx_string("dateFrom"),
+    ngx_string("dateTo"),
+    ngx_string("liveOnly"),
+    ngx_string("updated_since"),
+    ngx_string("category_id"),
+    ngx_string("scanned"),
+    ngx_string("promo")
+};
+
+
+/*
+ * Events of one data set.
+ * KEYS[1]: D = P{o:<org>}:<env>.
+ * ARGV: start, size, status (lowercase or ""), search (lowercase or ""),
+ * min and max score of starts ("-inf"/"+inf", "(" = exclusive), now (the
+ * liveOnly filter, or ""), updated_since (or "").
+ * Returns {total, items joined with ","}.
+ */
+static const char  ngx_http_integrations_events_script[] =
+"local D = KEYS[1]\n"
+"local start, size = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+"local status, search = ARGV[3], ARGV[4]\n"
+"local dmin, dmax = ARGV[5], ARGV[6]\n"
+"local now, since = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
+"local z, ev = D .. ':events', D .. ':ev:'\n"
+"local total, out = 0, {}\n"
+"if status == '' and search == '' and not now and not since then\n"
+"  local ids\n"
+"  if dmin == '-inf' and dmax == '+inf' then\n"
+"    total = redis.call('ZCARD', z)\n"
+"    ids = redis.call('ZRANGE', z, start, start + size - 1)\n"
+"  else\n"
+"    total = redis.call('ZCOUNT', z, dmin, dmax)\n"
+"    ids = redis.call('ZRANGEBYSCORE', z, dmin, dmax, 'LIMIT', start, size)\n"
+"  end\n"
+"  for i = 1, #ids do\n"
+"    local it = redis.call('HGET', ev .. ids[i], 'item')\n"
+"    if it then out[#out + 1] = it end\n"
+"  end\n"
+"  return {total, table.concat(out, ',')}\n"
+"end\n"
+"local off = 0\n"
+"while true do\n"
+"  local ids = redis.call('ZRANGEBYSCORE', z, dmin, dmax, 'LIMIT', off, 500)\n"
+"  for i = 1, #ids do\n"
+"    local e = ev .. ids[i]\n"
+"    local f = redis.call('HMGET', e, 'status', 'search', 'published',\n"
+"      'ends', 'starts', 'updated')\n"
+"    local ok = true\n"
+"    if status ~= '' and string.lower(f[1] or '') ~= status then\n"
+"      ok = false\n"
+"    end\n"
+"    if ok and search ~= ''\n"
+"      and not string.find(f[2] or '', search, 1, true) then\n"
+"      ok = false\n"
+"    end\n"
+"    if ok and now then\n"
+"      local t = tonumber(f[4] or '') or tonumber(f[5] or '')\n"
+"      if f[3] ~= '1' or not t or t < now then ok = false end\n"
+"    end\n"
+"    if ok and since and (tonumber(f[6] or '') or -1 / 0) < since then\n"
+"      ok = false\n"
+"    end\n"
+"    if ok then\n"
+"      total = total + 1\n"
+"      if total > start and #out < size then\n"
+"        local it = redis.call('HGET', e, 'item')\n"
+"        if it then out[#out + 1] = it end\n"
+"      end\n"
+"    end\n"
+"  end\n"
+"  if #ids < 500 then break end\n"
+"  off = off + 500\n"
+"end\n"
+"return {total, table.concat(out, ',')}\n";
+
+
+/*
+ * One field of one event.
+ * KEYS[1]: D. ARGV: event slug or id, field (detail, tt, av).
+ * Returns {0} (no such event) or {1, id without padding, value or ""}.
+ */
+static const char  ngx_http_integrations_event_script[] =
+"local D, ref = KEYS[1], ARGV[1]\n"
+"local id = redis.call('HGET', D .. ':slugs', ref)\n"
+"if not id then\n"
+"  if #ref > 20 or not string.find(ref, '^%d+$') then return {0} end\n"
+"  id = string.rep('0', 20 - #ref) .. ref\n"
+"end\n"
+"local f = redis.call('HMGET', D .. ':ev:' .. id, 'slug', ARGV[2], 'item')\n"
+"if not f[1] then return {0} end\n"
+"local n = string.gsub(id, '^0+', '')\n"
+"if n == '' then n = '0' end\n"
+"return {1, n, f[2] or (ARGV[2] == 'detail' and f[3]) or ''}\n";
+
+
+/*
+ * Attendees of one event.
+ * KEYS[1]: D. ARGV: event slug or id, start, size, search (lowercase or
+ * ""), category id (or ""), scanned ("1", "0" or ""), promo (same),
+ * updated_since (or "").
+ * Returns {0} (no such event) or {1, total, eventFields, categoryFields,
+ * items joined with ","}.
+ *
+ * One index filter alone is answered from its sorted set by rank (ZCARD +
+ * ZRANGE): nothing else of the event is read. Several filters iterate the
+ * smallest candidate set in order and test the others (ZSCORE, and E:as
+ * for search); updated_since alone either sorts its (small) match set by
+ * createdTime or walks E:att until the page is full, whichever is cheaper.
+ * A search reads E:as for every candidate: it scans the event.
+ */
+static const char  ngx_http_integrations_attendees_script[] =
+"local D, ref = KEYS[1], ARGV[1]\n"
+"local start, size = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+"local search, cat, scanned, promo = ARGV[4], ARGV[5], ARGV[6], ARGV[7]\n"
+"local since = tonumber(ARGV[8])\n"
+"local id = redis.call('HGET', D .. ':slugs', ref)\n"
+"if not id then\n"
+"  if #ref > 20 or not string.find(ref, '^%d+$') then return {0} end\n"
+"  id = string.rep('0', 20 - #ref) .. ref\n"
+"end\n"
+"local E = D .. ':ev:' .. id\n"
+"local h = redis.call('HMGET', E, 'slug', 'ef', 'cf')\n"
+"if not h[1] then return {0} end\n"
+"local att, upd, as = E .. ':att', E .. ':upd', E .. ':as'\n"
+"local sets = {}\n"
+"if cat ~= '' then sets[#sets + 1] = E .. ':c:' .. cat end\n"
+"if scanned ~= '' then sets[#sets + 1] = E .. ':s' .. scanned end\n"
+"if promo ~= '' then sets[#sets + 1] = E .. ':p' .. promo end\n"
+"local total, page = 0, {}\n"
+"if search == '' and not since and #sets <= 1 then\n"
+"  local z = sets[1] or att\n"
+"  total = redis.call('ZCARD', z)\n"
+"  page = redis.call('ZRANGE', z, start, start + size - 1)\n"
+"else\n"
+"  local drv, n, di = att, redis.call('ZCARD', att), 0\n"
+"  for i = 1, #sets do\n"
+"    local c = redis.call('ZCARD', sets[i])\n"
+"    if c < n then drv, n, di = sets[i], c, i end\n"
+"  end\n"
+"  local others = {}\n"
+"  for i = 1, #sets do\n"
+"    if i ~= di then others[#others + 1] = sets[i] end\n"
+"  end\n"
+"  local function test(mb, s)\n"
+"    for j = 1, #others do\n"
+"      if not redis.call('ZSCORE', others[j], mb) then return false end\n"
+"    end\n"
+"    if search ~= '' and not string.find(s or '', search, 1, true) then\n"
+"      return false\n"
+"    end\n"
+"    return true\n"
+"  end\n"
+"  local m = since and redis.call('ZCOUNT', upd, ARGV[8], '+inf')\n"
+"  local known = since and #sets == 0 and search == ''\n"
+"  local sorted = false\n"
+"  if known then\n"
+"    sorted = m * 4 < math.min(n, (start + size) * n / math.max(m, 1))\n"
+"  elseif since then\n"
+"    sorted = m < n\n"
+"  end\n"
+"  if known and start >= m then\n"
+"    total = m\n"
+"  elseif sorted then\n"
+"    local ms = redis.call('ZRANGEBYSCORE', upd, ARGV[8], '+inf')\n"
+"    local keep = {}\n"
+"    for i = 1, #ms, 1000 do\n"
+"      local chunk = {unpack(ms, i, math.min(i + 999, #ms))}\n"
+"      local sv = search ~= '' and redis.call('HMGET', as, unpack(chunk))\n"
+"      for j = 1, #chunk do\n"
+"        if test(chunk[j], sv and sv[j]) then\n"
+"          local c = redis.call('ZSCORE', att, chunk[j])\n"
+"          if c then keep[#keep + 1] = {tonumber(c), chunk[j]} end\n"
+"        end\n"
+"      end\n"
+"    end\n"
+"    table.sort(keep, function(a, b)\n"
+"      if a[1] ~= b[1] then return a[1] < b[1] end\n"
+"      return a[2] < b[2]\n"
+"    end)\n"
+"    total = #keep\n"
+"    for i = start + 1, math.min(start + size, total) do\n"
+"      page[#page + 1] = keep[i][2]\n"
+"    end\n"
+"  else\n"
+"    local off = 0\n"
+"    while true do\n"
+"      local ms = redis.call('ZRANGE', drv, off, off + 999)\n"
+"      local sv = search ~= '' and #ms > 0\n"
+"        and redis.call('HMGET', as, unpack(ms))\n"
+"      for j = 1, #ms do\n"
+"        local ok = test(ms[j], sv and sv[j])\n"
+"        if ok and since then\n"
+"          local u = redis.call('ZSCORE', upd, ms[j])\n"
+"          ok = u and tonumber(u) >= since\n"
+"        end\n"
+"        if ok then\n"
+"          total = total + 1\n"
+"          if total > start and #page < size then\n"
+"            page[#page + 1] = ms[j]\n"
+"          end\n"
+"        end\n"
+"      end\n"
+"      if #ms < 1000 or (known and #page >= size) then break end\n"
+"      off = off + 1000\n"
+"    end\n"
+"    if known then total = m end\n"
+"  end\n"
+"end\n"
+"local items = {}\n"
+"if #page > 0 then\n"
+"  local v = redis.call('HMGET', E .. ':ai', unpack(page))\n"
+"  for i = 1, #v do\n"
+"    if v[i] then items[#items + 1] = v[i] end\n"
+"  end\n"
+"end\n"
+"return {1, total, h[2] or '[]', h[3] or '[]', table.concat(items, ',')}\n";
+
+
+static ngx_int_t
+ngx_http_integrations_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                          rc;
+    ngx_integrations_identity_t       *id;
+    ngx_http_integrations_loc_conf_t  *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_integrations_not_allowed(r);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    id = ngx_http_apikey_identity(r);
+
+    if (id == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "integrations: no API key identity in this location; "
+                      "the read API needs \"apikey on\"");
+        return ngx_http_integrations_unauthorized(r);
+    }
+
+    if (ilcf->handler == NGX_INTEGRATIONS_WHOAMI) {
+        return ngx_http_integrations_whoami(r, id);
+    }
+
+    return ngx_http_integrations_start(r, ilcf, id);
+}
+
+
+/* validates the request and sends its script */
+
+static ngx_int_t
+ngx_http_integrations_start(ngx_http_request_t *r,
+    ngx_http_integrations_loc_conf_t *ilcf, ngx_integrations_identity_t *id)
+{
+    u_char                                 *p;
+    int64_t                                 from, to, start;
+    ngx_int_t                               rc;
+    ngx_str_t                              *a, ev, env, *v;
+    ngx_uint_t                              params, def, max;
+    ngx_http_integrations_ctx_t            *ctx;
+    ngx_http_integrations_query_t          *q;
+    ngx_integrations_redis_conf_t          *rcf;
+    ngx_http_integrations_main_conf_t      *imcf;
+    ngx_http_integrations_handlers_main_t  *hm;
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_integrations_module);
+    rcf = &imcf->redis;
+    hm = imcf->handlers;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_integrations_ctx_t));
+    q = ngx_pcalloc(r->pool, sizeof(ngx_http_integrations_query_t));
+    if (ctx == NULL || q == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->request = r;
+    ctx->handler = ilcf->handler;
+    a = ctx->args;
+
+    env = id->env;
+    if (env.len == 0) {
+        ngx_str_set(&env, "live");
+    }
+
+    if (ngx_integrations_redis_key(r->pool, rcf, &a[0], "{o:%V}:%V",
+                                   &id->org, &env)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_null(&ev);
+
+    if (ilcf->event) {
+        if (ngx_http_complex_value(r, ilcf->event, &ev) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ev.len == 0) {
+            return ngx_integrations_json_error(r, NGX_HTTP_NOT_FOUND,
+                                               "Event not found");
+        }
+    }
+
+    switch (ilcf->handler) {
+
+    case NGX_INTEGRATIONS_EVENTS:
+        params = NGX_HTTP_INTEGRATIONS_EVENTS_PARAMS;
+        def = NGX_HTTP_INTEGRATIONS_EVENTS_SIZE;
+        max = NGX_HTTP_INTEGRATIONS_EVENTS_MAX;
+        break;
+
+    case NGX_INTEGRATIONS_ATTENDEES:
+        params = NGX_HTTP_INTEGRATIONS_ATTENDEES_PARAMS;
+        def = NGX_HTTP_INTEGRATIONS_ATTENDEES_SIZE;
+        max = NGX_HTTP_INTEGRATIONS_ATTENDEES_MAX;
+        break;
+
+    default:
+        /* event, ticket types, availability: the query is not read */
+        ctx->cmd.script = hm->event;
+        ctx->cmd.nargs = 3;
+        a[1] = ev;
+
+        if (ilcf->handler == NGX_INTEGRATIONS_EVENT) {
+            ngx_str_set(&a[2], "detail");
+
+        } else if (ilcf->handler == NGX_INTEGRATIONS_TICKET_TYPES) {
+            ngx_str_set(&a[2], "tt");
+
+        } else {
+            ngx_str_set(&a[2], "av");
+        }
+
+        goto send;
+    }
+
+    if (ngx_http_integrations_query(r, params, def, max, q) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    v = q->value;
+
+    /* dates: ISO-8601 in the query, epoch seconds as Redis scores */
+
+    from = 0;
+    to = 0;
+
+    if (v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM].data
+        && ngx_http_integrations_time(r->pool,
+                                      &v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM],
+                                      0, &v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM],
+                                      &from)
+           != NGX_OK)
+    {
+        ngx_http_integrations_invalid(q, NGX_HTTP_INTEGRATIONS_P_DATE_FROM,
+                                      "must be an ISO-8601 date or date-time"
+                                      ", e.g. 2026-09-01T19:00:00Z");
+        ngx_str_null(&v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM]);
+    }
+
+    if (v[NGX_HTTP_INTEGRATIONS_P_DATE_TO].data
+        && ngx_http_integrations_time(r->pool,
+                                      &v[NGX_HTTP_INTEGRATIONS_P_DATE_TO],
+                                      1, &v[NGX_HTTP_INTEGRATIONS_P_DATE_TO],
+                                      &to)
+           != NGX_OK)
+    {
+        ngx_http_integrations_invalid(q, NGX_HTTP_INTEGRATIONS_P_DATE_TO,
+                                      "must be an ISO-8601 date or date-time"
+                                      ", e.g. 2026-09-30T23:59:59Z");
+        ngx_str_null(&v[NGX_HTTP_INTEGRATIONS_P_DATE_TO]);
+    }
+
+    if (v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM].data
+        && v[NGX_HTTP_INTEGRATIONS_P_DATE_TO].data
+        && to < from)
+    {
+        ngx_http_integrations_invalid(q, NGX_HTTP_INTEGRATIONS_P_DATE_TO,
+                                      "must not be before dateFrom");
+    }
+
+    if (v[NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE].data
+        && ngx_http_integrations_time(r->pool,
+                                  &v[NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE],
+                                  0, &v[NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE],
+                                  &from)
+           != NGX_OK)
+    {
+        ngx_http_integrations_invalid(q,
+                                      NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE,
+                                      "must be an ISO-8601 date or date-time"
+                                      ", e.g. 2026-09-01T00:00:00Z");
+    }
+
+    if (q->nerrors) {
+        return ngx_http_integrations_bad_request(r, q);
+    }
+
+    ctx->page = q->page;
+    ctx->size = q->size;
+
+    if ((uint64_t) (q->page - 1)
+        > (uint64_t) NGX_HTTP_INTEGRATIONS_MAX_START / q->size)
+    {
+        start = NGX_HTTP_INTEGRATIONS_MAX_START;
+
+    } else {
+        start = (int64_t) (q->page - 1) * q->size;
+    }
+
+    p = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN + NGX_TIME_T_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ilcf->handler == NGX_INTEGRATIONS_EVENTS) {
+        ctx->cmd.script = hm->events;
+        ctx->cmd.nargs = 9;
+
+        a[1].data = p;
+        p = ngx_sprintf(p, "%L", start);
+        a[1].len = p - a[1].data;
+
+        a[2].data = p;
+        p = ngx_sprintf(p, "%ui", q->size);
+        a[2].len = p - a[2].data;
+
+        a[3] = v[NGX_HTTP_INTEGRATIONS_P_STATUS];
+        a[4] = v[NGX_HTTP_INTEGRATIONS_P_SEARCH];
+
+        if (v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM].data) {
+            a[5] = v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM];
+
+        } else {
+            ngx_str_set(&a[5], "-inf");
+        }
+
+        if (v[NGX_HTTP_INTEGRATIONS_P_DATE_TO].data) {
+            a[6] = v[NGX_HTTP_INTEGRATIONS_P_DATE_TO];
+
+        } else {
+            ngx_str_set(&a[6], "+inf");
+        }
+
+        if (v[NGX_HTTP_INTEGRATIONS_P_LIVE_ONLY].len) {
+            a[7].data = p;
+            p = ngx_sprintf(p, "%T", ngx_time());
+            a[7].len = p - a[7].data;
+        }
+
+        a[8] = v[NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE];
+
+    } else {
+        ctx->cmd.script = hm->attendees;
+        ctx->cmd.nargs = 9;
+
+        a[1] = ev;
+
+        a[2].data = p;
+        p = ngx_sprintf(p, "%L", start);
+        a[2].len = p - a[2].data;
+
+        a[3].data = p;
+        p = ngx_sprintf(p, "%ui", q->size);
+        a[3].len = p - a[3].data;
+
+        a[4] = v[NGX_HTTP_INTEGRATIONS_P_SEARCH];
+        a[5] = v[NGX_HTTP_INTEGRATIONS_P_CATEGORY_ID];
+        a[6] = v[NGX_HTTP_INTEGRATIONS_P_SCANNED];
+        a[7] = v[NGX_HTTP_INTEGRATIONS_P_PROMO];
+        a[8] = v[NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE];
+    }
+
+send:
+
+    /* hiredis formats empty strings from a NULL pointer just as well */
+    ctx->cmd.nkeys = 1;
+    ctx->cmd.args = a;
+    ctx->cmd.handler = ngx_http_integrations_reply;
+    ctx->cmd.data = ctx;
+
+    rc = ngx_integrations_redis_send_r(r, rcf, &ctx->cmd);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     (u_char *) NGX_HTTP_INTEGRATIONS_503,
+                                     sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+    }
+
+    r->main->count++;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_integrations_reply(void *data, redisReply *reply)
+{
+    ngx_http_integrations_ctx_t  *ctx = data;
+
+    ngx_int_t            rc;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ctx->request;
+    c = r->connection;
+
+    rc = ngx_http_integrations_respond(r, ctx, reply);
+
+    /* r and ctx may be gone after this */
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_integrations_respond(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *reply)
+{
+    ngx_int_t                      rc;
+    ngx_pool_cleanup_t            *cln;
+    ngx_http_integrations_body_t   body;
+
+    if (reply == NULL) {
+        return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     (u_char *) NGX_HTTP_INTEGRATIONS_503,
+                                     sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "integrations: unexpected reply from redis: \"%*s\"",
+                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
+                                                       : (size_t) 0,
+                      reply->str);
+        return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     (u_char *) NGX_HTTP_INTEGRATIONS_503,
+                                     sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+    }
+
+    if (ctx->handler != NGX_INTEGRATIONS_EVENTS
+        && reply->element[0]->integer == 0)
+    {
+        return ngx_integrations_json_error(r, NGX_HTTP_NOT_FOUND,
+                                           "Event not found");
+    }
+
+    /* the body points into the reply: keep it as long as the request */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_integrations_free_reply;
+    cln->data = reply;
+    ngx_integrations_redis_keep_reply();
+
+    ngx_memzero(&body, sizeof(ngx_http_integrations_body_t));
+    body.pool = r->pool;
+    body.last = &body.out;
+
+    switch (ctx->handler) {
+
+    case NGX_INTEGRATIONS_EVENTS:
+    case NGX_INTEGRATIONS_ATTENDEES:
+        rc = ngx_http_integrations_list(r, ctx, &body, reply);
+        break;
+
+    default:
+        rc = ngx_http_integrations_event(r, ctx, &body, reply);
+        break;
+    }
+
+    if (rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "integrations: malformed reply from redis");
+        return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                     (u_char *) NGX_HTTP_INTEGRATIONS_503,
+                                     sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_integrations_send(r, &body);
+}
+
+
+/*
+ * {"items":[<joined items>],"page":P,"pageSize":S,"totalItems":T,
+ *  "totalPages":N} and for attendees ,"eventFields":..,"categoryFields":..
+ */
+
+static ngx_int_t
+ngx_http_integrations_list(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body,
+    redisReply *reply)
+{
+    u_char       *p, *tail;
+    size_t        n;
+    long long     total, pages;
+    redisReply  **e, *items, *ef, *cf;
+
+    e = reply->element;
+
+    if (ctx->handler == NGX_INTEGRATIONS_EVENTS) {
+        if (reply->elements != 2 || e[1]->type != REDIS_REPLY_STRING) {
+            return NGX_DECLINED;
+        }
+
+        total = e[0]->integer;
+        items = e[1];
+        ef = NULL;
+        cf = NULL;
+
+    } else {
+        if (reply->elements != 5 || e[1]->type != REDIS_REPLY_INTEGER
+            || e[2]->type != REDIS_REPLY_STRING
+            || e[3]->type != REDIS_REPLY_STRING
+            || e[4]->type != REDIS_REPLY_STRING)
+        {
+            return NGX_DECLINED;
+        }
+
+        total = e[1]->integer;
+        items = e[4];
+        ef = e[2];
+        cf = e[3];
+    }
+
+    if (total < 0) {
+        return NGX_DECLINED;
+    }
+
+    pages = (total + ctx->size - 1) / ctx->size;
+
+    n = sizeof("],\"page\":,\"pageSize\":,\"totalItems\":,\"totalPages\":"
+               ",\"eventFields\":,\"categoryFields\":}\n")
+        + NGX_INT_T_LEN * 2 + NGX_INT64_LEN * 2;
+
+    tail = ngx_pnalloc(r->pool, n);
+    if (tail == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_integrations_add(body, (u_char *) "{\"items\":[",
+                                  sizeof("{\"items\":[") - 1)
+        != NGX_OK
+        || ngx_http_integrations_add(body, (u_char *) items->str,
+                                     items->len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(tail, "],\"page\":%ui,\"pageSize\":%ui,\"totalItems\":%L"
+                    ",\"totalPages\":%L", ctx->page, ctx->size,
+                    (int64_t) total, (int64_t) pages);
+
+    if (ef == NULL) {
+        p = ngx_cpymem(p, "}\n", 2);
+        return ngx_http_integrations_add(body, tail, p - tail);
+    }
+
+    p = ngx_cpymem(p, ",\"eventFields\":", sizeof(",\"eventFields\":") - 1);
+
+    if (ngx_http_integrations_add(body, tail, p - tail) != NGX_OK
+        || ngx_http_integrations_add(body, (u_char *) ef->str, ef->len)
+           != NGX_OK
+        || ngx_http_integrations_add(body, (u_char *) ",\"categoryFields\":",
+                                     sizeof(",\"categoryFields\":") - 1)
+           != NGX_OK
+        || ngx_http_integrations_add(body, (u_char *) cf->str, cf->len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_integrations_add(body, (u_char *) "}\n", 2);
+}
+
+
+/*
+ * event: the stored detail; ticket types: {"eventId":N,"items":<tt>};
+ * availability: the stored object, or {"eventId":N,"ticketTypes":[]}.
+ */
+
+static ngx_int_t
+ngx_http_integrations_event(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body,
+    redisReply *reply)
+{
+    redisReply  **e;
+
+    e = reply->element;
+
+    if (reply->elements != 3 || e[1]->type != REDIS_REPLY_STRING
+        || e[2]->type != REDIS_REPLY_STRING)
+    {
+        return NGX_DECLINED;
+    }
+
+    switch (ctx->handler) {
+
+    case NGX_INTEGRATIONS_EVENT:
+        if (e[2]->len == 0) {
+            return NGX_DECLINED;
+        }
+
+        break;
+
+    case NGX_INTEGRATIONS_TICKET_TYPES:
+        if (ngx_http_integrations_add(body, (u_char *) "{\"eventId\":",
+                                      sizeof("{\"eventId\":") - 1)
+            != NGX_OK
+            || ngx_http_integrations_add(body, (u_char *) e[1]->str,
+                                         e[1]->len)
+               != NGX_OK
+            || ngx_http_integrations_add(body, (u_char *) ",\"items\":",
+                                         sizeof(",\"items\":") - 1)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (e[2]->len == 0) {
+            if (ngx_http_integrations_add(body, (u_char *) "[]", 2)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (ngx_http_integrations_add(body, (u_char *) e[2]->str,
+                                             e[2]->len)
+                   != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_integrations_add(body, (u_char *) "}\n", 2);
+
+    default: /* NGX_INTEGRATIONS_AVAILABILITY */
+        if (e[2]->len) {
+            break;
+        }
+
+        if (ngx_http_integrations_add(body, (u_char *) "{\"eventId\":",
+                                      sizeof("{\"eventId\":") - 1)
+            != NGX_OK
+            || ngx_http_integrations_add(body, (u_char *) e[1]->str,
+                                         e[1]->len)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_integrations_add(body,
+                                         (u_char *) ",\"ticketTypes\":[]}\n",
+                                         sizeof(",\"ticketTypes\":[]}\n")
+                                         - 1);
+    }
+
+    if (ngx_http_integrations_add(body, (u_char *) e[2]->str, e[2]->len)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_integrations_add(body, (u_char *) "\n", 1);
+}
+
+
+/* the identity of the key itself, without asking Redis */
+
+static ngx_int_t
+ngx_http_integrations_whoami(ngx_http_request_t *r,
+    ngx_integrations_identity_t *id)
+{
+    u_char                        *p, *s, *e, *w, *start;
+    size_t                         len;
+    ngx_str_t                     *f, env, fields[3];
+    ngx_tm_t                       tm;
+    ngx_uint_t                     i, n;
+    ngx_http_integrations_body_t   body;
+
+    static const char             *names[] = {
+        "{\"org\":\"", "\",\"keyId\":\"", "\",\"name\":\""
+    };
+
+    env = id->env;
+    if (env.len == 0) {
+        ngx_str_set(&env, "live");
+    }
+
+    fields[0] = id->org;
+    fields[1] = id->id;
+    fields[2] = id->name;
+
+    len = sizeof("{\"org\":\"\",\"keyId\":\"\",\"name\":\"\",\"scopes\":[],"
+                 "\"env\":\"\",\"expires\":\"0000-00-00T00:00:00Z\"}\n")
+          + ngx_integrations_json_escaped_len(env.data, env.len);
+
+    for (i = 0; i < 3; i++) {
+        len += ngx_integrations_json_escaped_len(fields[i].data,
+                                                 fields[i].len);
+    }
+
+    /* each scope may gain two quotes and a comma */
+    len += ngx_integrations_json_escaped_len(id->scopes.data, id->scopes.len)
+           + 3 * id->scopes.len;
+
+    start = ngx_pnalloc(r->pool, len);
+    if (start == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = start;
+
+    for (i = 0; i < 3; i++) {
+        f = &fields[i];
+        p = ngx_cpymem(p, names[i], ngx_strlen(names[i]));
+        p = ngx_integrations_json_escape(p, f->data, f->len);
+    }
+
+    p = ngx_cpymem(p, "\",\"scopes\":[", sizeof("\",\"scopes\":[") - 1);
+
+    s = id->scopes.data;
+    e = s + id->scopes.len;
+    n = 0;
+
+    while (s < e) {
+        while (s < e && (*s == ' ' || *s == ',')) {
+            s++;
+        }
+
+        w = s;
+
+        while (s < e && *s != ' ' && *s != ',') {
+            s++;
+        }
+
+        if (w == s) {
+            break;
+        }
+
+        if (n++) {
+            *p++ = ',';
+        }
+
+        *p++ = '"';
+        p = ngx_integrations_json_escape(p, w, s - w);
+        *p++ = '"';
+    }
+
+    p = ngx_cpymem(p, "],\"env\":\"", sizeof("],\"env\":\"") - 1);
+    p = ngx_integrations_json_escape(p, env.data, env.len);
+
+    if (id->expires > 0) {
+        ngx_gmtime(id->expires, &tm);
+        p = ngx_sprintf(p, "\",\"expires\":\"%4d-%02d-%02dT%02d:%02d:%02dZ\"}\n",
+                        tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    } else {
+        p = ngx_cpymem(p, "\",\"expires\":null}\n",
+                       sizeof("\",\"expires\":null}\n") - 1);
+    }
+
+    ngx_memzero(&body, sizeof(ngx_http_integrations_body_t));
+    body.pool = r->pool;
+    body.last = &body.out;
+
+    if (ngx_http_integrations_add(&body, start, p - start) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_integrations_send(r, &body);
+}
+
+
+/* ETag over the chain, then 200 (or 304 by the not_modified filter) */
+
+static ngx_int_t
+ngx_http_integrations_send(ngx_http_request_t *r,
+    ngx_http_integrations_body_t *body)
+{
+    u_char           *p, *end, *etag;
+    uint64_t          h, w;
+    ngx_chain_t      *cl;
+    ngx_table_elt_t  *t;
+
+    body->buf->last_buf = (r == r->main) ? 1 : 0;
+    body->buf->last_in_chain = 1;
+
+    /*
+     * A 64-bit multiply-xorshift hash, eight bytes at a time: the same
+     * body always gives the same tag, and it costs far less than sending.
+     */
+
+    h = 0xcbf29ce484222325ULL ^ (uint64_t) body->len;
+
+    for (cl = body->out; cl; cl = cl->next) {
+        p = cl->buf->pos;
+        end = cl->buf->last;
+
+        while (end - p >= 8) {
+            ngx_memcpy(&w, p, 8);
+            h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+            h ^= h >> 29;
+            p += 8;
+        }
+
+        while (p < end) {
+            h = (h ^ *p++) * 0x100000001b3ULL;
+        }
+
+        h ^= h >> 31;
+    }
+
+    h = (h ^ (h >> 33)) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+
+    etag = ngx_pnalloc(r->pool, sizeof("\"0123456789abcdef\"") - 1);
+    if (etag == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    t = ngx_list_push(&r->headers_out.headers);
+    if (t == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    t->hash = 1;
+    ngx_str_set(&t->key, "ETag");
+    t->value.data = etag;
+    t->value.len = ngx_sprintf(etag, "\"%016uxL\"", h) - etag;
+#if (nginx_version >= 1023000)
+    t->next = NULL;
+#endif
+    r->headers_out.etag = t;
+
+    t = ngx_list_push(&r->headers_out.headers);
+    if (t == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* keyed, personal data: revalidate with the ETag, never share */
+    t->hash = 1;
+    ngx_str_set(&t->key, "Cache-Control");
+    ngx_str_set(&t->value, "private, no-cache");
+#if (nginx_version >= 1023000)
+    t->next = NULL;
+#endif
+
+    return ngx_integrations_json_send_chain(r, NGX_HTTP_OK, body->out,
+                                            body->len);
+}
+
+
+static void
+ngx_http_integrations_free_reply(void *data)
+{
+    freeReplyObject(data);
+}
+
+
+/* appends a memory buffer over len bytes at p (not copied) */
+
+static ngx_int_t
+ngx_http_integrations_add(ngx_http_integrations_body_t *body, u_char *p,
+    size_t len)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (len == 0) {
+        /* an empty buffer would be an error in the output chain */
+        return NGX_OK;
+    }
+
+    b = ngx_calloc_buf(body->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl = ngx_alloc_chain_link(body->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = p;
+    b->last = p + len;
+    b->start = p;
+    b->end = p + len;
+    b->memory = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    *body->last = cl;
+    body->last = &cl->next;
+    body->buf = b;
+    body->len += len;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Reads the query string: the known parameters of this endpoint are
+ * percent-decoded ("+" is a space) and checked; unknown ones are ignored;
+ * a repeated one counts as its last occurrence. Every invalid parameter
+ * is recorded in q->errors.
+ */
+
+static ngx_int_t
+ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
+    ngx_uint_t def, ngx_uint_t max, ngx_http_integrations_query_t *q)
+{
+    u_char      *p, *end, *amp, *eq, *d, *s;
+    uint64_t     n;
+    ngx_int_t    b;
+    ngx_str_t   *v, name;
+    ngx_uint_t   i, k;
+
+    v = q->value;
+    p = r->args.data;
+    end = p + r->args.len;
+
+    while (p < end) {
+        amp = ngx_strlchr(p, end, '&');
+        if (amp == NULL) {
+            amp = end;
+        }
+
+        eq = ngx_strlchr(p, amp, '=');
+
+        name.data = p;
+        name.len = (eq ? eq : amp) - p;
+
+        for (i = 0; i < NGX_HTTP_INTEGRATIONS_P_N; i++) {
+            if ((params & NGX_HTTP_INTEGRATIONS_BIT(i))
+                && name.len == ngx_http_integrations_params[i].len
+                && ngx_strncmp(name.data, ngx_http_integrations_params[i].data,
+                               name.len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (i < NGX_HTTP_INTEGRATIONS_P_N) {
+            s = eq ? eq + 1 : amp;
+            d = ngx_pnalloc(r->pool, (amp - s) + 1);
+            if (d == NULL) {
+                return NGX_ERROR;
+            }
+
+            v[i].data = d;
+
+            for (k = 0; s + k < amp; k++) {
+                d[k] = (s[k] == '+') ? ' ' : s[k];
+            }
+
+            s = d;
+            ngx_unescape_uri(&d, &s, k, 0);
+            v[i].len = d - v[i].data;
+        }
+
+        p = amp + 1;
+    }
+
+    /* page */
+
+    q->page = 1;
+
+    if (v[NGX_HTTP_INTEGRATIONS_P_PAGE].data) {
+        if (ngx_http_integrations_uint(&v[NGX_HTTP_INTEGRATIONS_P_PAGE], &n)
+            != NGX_OK || n == 0)
+        {
+            ngx_http_integrations_invalid(q, NGX_HTTP_INTEGRATIONS_P_PAGE,
+                                          "must be an integer greater than "
+                                          "or equal to 1");
+        } else {
+            q->page = (ngx_uint_t) n;
+        }
+    }
+
+    /* page_size, or its alias limit */
+
+    q->size = def;
+
+    for (i = NGX_HTTP_INTEGRATIONS_P_LIMIT;
+         i >= NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE;
+         i--)
+    {
+        if (v[i].data == NULL) {
+            continue;
+        }
+
+        if (ngx_http_integrations_uint(&v[i], &n) != NGX_OK
+            || n == 0 || n > max)
+        {
+            ngx_http_integrations_invalid(q, i,
+                max == NGX_HTTP_INTEGRATIONS_EVENTS_MAX
+                ? "must be an integer from 1 to 100"
+                : "must be an integer from 1 to 500");
+
+        } else if (i == NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE
+                   || v[NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE].data == NULL)
+        {
+            q->size = (ngx_uint_t) n;
+        }
+    }
+
+    /* texts: compared in lowercase (ASCII) by the scripts */
+
+    for (i = NGX_HTTP_INTEGRATIONS_P_STATUS;
+         i <= NGX_HTTP_INTEGRATIONS_P_SEARCH;
+         i++)
+    {
+        if (v[i].len > NGX_HTTP_INTEGRATIONS_MAX_TEXT) {
+            ngx_http_integrations_invalid(q, i, "must be at most 256 bytes");
+            continue;
+        }
+
+        ngx_strlow(v[i].data, v[i].data, v[i].len);
+    }
+
+    /* booleans: "" means no filter; the scripts take "1" and "0" */
+
+    for (i = NGX_HTTP_INTEGRATIONS_P_SCANNED;
+         i <= NGX_HTTP_INTEGRATIONS_P_PROMO;
+         i++)
+    {
+        if (v[i].data == NULL) {
+            continue;
+        }
+
+        b = ngx_http_integrations_bool(&v[i]);
+
+        if (b == NGX_ERROR) {
+            ngx_http_integrations_invalid(q, i, "must be true or false");
+            continue;
+        }
+
+        if (b) {
+            ngx_str_set(&v[i], "1");
+
+        } else {
+            ngx_str_set(&v[i], "0");
+        }
+    }
+
+    i = NGX_HTTP_INTEGRATIONS_P_LIVE_ONLY;
+
+    if (v[i].data) {
+        b = ngx_http_integrations_bool(&v[i]);
+
+        if (b == NGX_ERROR) {
+            ngx_http_integrations_invalid(q, i, "must be true or false");
+
+        } else if (b) {
+            ngx_str_set(&v[i], "1");
+
+        } else {
+            /* liveOnly=false: no filter */
+            ngx_str_null(&v[i]);
+        }
+    }
+
+    /* category_id: the canonical decimal, as in E:c:<id> */
+
+    i = NGX_HTTP_INTEGRATIONS_P_CATEGORY_ID;
+
+    if (v[i].data) {
+        s = v[i].data;
+        end = s + v[i].len;
+
+        for (p = s; p < end && *p >= '0' && *p <= '9'; p++) {
+            /* void */
+        }
+
+        if (s == end || p != end) {
+            ngx_http_integrations_invalid(q, i,
+                                          "must be a non-negative integer");
+
+        } else {
+            while (end - s > 1 && *s == '0') {
+                s++;
+            }
+
+            if (end - s > 20) {
+                ngx_http_integrations_invalid(q, i,
+                                              "must be a non-negative "
+                                              "integer");
+            }
+
+            v[i].data = s;
+            v[i].len = end - s;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_integrations_invalid(ngx_http_integrations_query_t *q, ngx_uint_t p,
+    const char *message)
+{
+    if (q->nerrors == NGX_HTTP_INTEGRATIONS_MAX_ERRORS) {
+        return;
+    }
+
+    q->errors[q->nerrors].field = ngx_http_integrations_params[p];
+    q->errors[q->nerrors].message = message;
+    q->nerrors++;
+}
+
+
+/* digits only, at most 18 of them */
+
+static ngx_int_t
+ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v)
+{
+    size_t  i;
+
+    if (s->len == 0 || s->len > 18) {
+        return NGX_ERROR;
+    }
+
+    *v = 0;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] < '0' || s->data[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        *v = *v * 10 + (s->data[i] - '0');
+    }
+
+    return NGX_OK;
+}
+
+
+/* true/false (any case), 1/0 */
+
+static ngx_int_t
+ngx_http_integrations_bool(ngx_str_t *s)
+{
+    if ((s->len == 4 && ngx_strncasecmp(s->data, (u_char *) "true", 4) == 0)
+        || (s->len == 1 && s->data[0] == '1'))
+    {
+        return 1;
+    }
+
+    if ((s->len == 5 && ngx_strncasecmp(s->data, (u_char *) "false", 5) == 0)
+        || (s->len == 1 && s->data[0] == '0'))
+    {
+        return 0;
+    }
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_integrations_digits(u_char **pp, u_char *end, ngx_uint_t n,
+    ngx_int_t *v)
+{
+    u_char  *p;
+
+    p = *pp;
+
+    if (end - p < (ssize_t) n) {
+        return NGX_ERROR;
+    }
+
+    *v = 0;
+
+    while (n--) {
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        *v = *v * 10 + (*p++ - '0');
+    }
+
+    *pp = p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * ISO-8601: YYYY-MM-DD, optionally followed by T (or a space) and
+ * HH:MM[:SS[.fraction]] and Z, +HH:MM, +HHMM or +HH (no zone: UTC). A space
+ * before the zone is read as "+": an unencoded "+" in a query becomes one.
+ * The score is epoch seconds with the fraction as given; a date alone as
+ * the end of a range (end_of_day) includes the whole day: "(" next day.
+ */
+
+static ngx_int_t
+ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
+    ngx_uint_t end_of_day, ngx_str_t *score, int64_t *sec)
+{
+    u_char      *p, *end, *frac, *o;
+    int64_t      days, t, y;
+    ngx_int_t    year, mon, mday, hour, min, secs, zh, zm, m;
+    ngx_uint_t   nfrac, sign, date_only, i, f, pow;
+
+    static ngx_uint_t  mdays[] = {
+        31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+    };
+
+    p = s->data;
+    end = p + s->len;
+
+    hour = 0;
+    min = 0;
+    secs = 0;
+    frac = NULL;
+    nfrac = 0;
+    zh = 0;
+    zm = 0;
+    sign = 0;
+
+    if (ngx_http_integrations_digits(&p, end, 4, &year) != NGX_OK
+        || p == end || *p++ != '-'
+        || ngx_http_integrations_digits(&p, end, 2, &mon) != NGX_OK
+        || p == end || *p++ != '-'
+        || ngx_http_integrations_digits(&p, end, 2, &mday) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (mon < 1 || mon > 12 || mday < 1 || mday > (ngx_int_t) mdays[mon - 1]
+        || (mon == 2 && mday == 29
+            && !(year % 4 == 0 && (year % 100 != 0 || year % 400 == 0))))
+    {
+        return NGX_ERROR;
+    }
+
+    date_only = (p == end);
+
+    if (!date_only) {
+        if (*p != 'T' && *p != 't' && *p != ' ') {
+            return NGX_ERROR;
+        }
+
+        p++;
+
+        if (ngx_http_integrations_digits(&p, end, 2, &hour) != NGX_OK
+            || p == end || *p++ != ':'
+            || ngx_http_integrations_digits(&p, end, 2, &min) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (p < end && *p == ':') {
+            p++;
+
+            if (ngx_http_integrations_digits(&p, end, 2, &secs) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            if (p < end && (*p == '.' || *p == ',')) {
+                p++;
+                frac = p;
+
+                while (p < end && *p >= '0' && *p <= '9') {
+                    p++;
+                }
+
+                nfrac = p - frac;
+
+                if (nfrac == 0) {
+                    return NGX_ERROR;
+                }
+
+                /* beyond nanoseconds nothing is stored anyway */
+                if (nfrac > 9) {
+                    nfrac = 9;
+                }
+            }
+        }
+
+        if (hour > 23 || min > 59 || secs > 60) {
+            return NGX_ERROR;
+        }
+
+        if (p < end) {
+            if (*p == 'Z' || *p == 'z') {
+                p++;
+
+            } else if (*p == '+' || *p == '-' || *p == ' ') {
+                sign = (*p == '-') ? 1 : 0;
+                p++;
+
+                if (ngx_http_integrations_digits(&p, end, 2, &zh) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                if (p < end && *p == ':') {
+                    p++;
+                }
+
+                if (p < end
+                    && ngx_http_integrations_digits(&p, end, 2, &zm)
+                       != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                if (zh > 23 || zm > 59) {
+                    return NGX_ERROR;
+                }
+
+            } else {
+                return NGX_ERROR;
+            }
+        }
+
+        if (p != end) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* days from civil (proleptic Gregorian), H. Hinnant's algorithm */
+
+    y = year - (mon <= 2);
+    m = mon;
+    days = (y >= 0 ? y : y - 399) / 400;
+    t = y - days * 400;
+    t = t * 365 + t / 4 - t / 100
+        + (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + mday - 1;
+    days = days * 146097 + t - 719468;
+
+    if (date_only && end_of_day) {
+        days++;
+    }
+
+    t = days * 86400 + hour * 3600 + min * 60 + secs;
+
+    if (sign) {
+        t += zh * 3600 + zm * 60;
+
+    } else {
+        t -= zh * 3600 + zm * 60;
+    }
+
+    *sec = t;
+
+    o = ngx_pnalloc(pool, NGX_INT64_LEN + 12);
+    if (o == NULL) {
+        return NGX_ERROR;
+    }
+
+    score->data = o;
+
+    if (date_only && end_of_day) {
+        *o++ = '(';
+    }
+
+    f = 0;
+
+    for (i = 0; i < nfrac; i++) {
+        f = f * 10 + (frac[i] - '0');
+    }
+
+    if (f == 0) {
+        o = ngx_sprintf(o, "%L", t);
+
+    } else if (t >= 0) {
+        o = ngx_sprintf(o, "%L.%*s", t, (size_t) nfrac, frac);
+
+    } else {
+        /* t + 0.f = -((|t| - 1) + (1 - 0.f)) */
+        for (pow = 1, i = 0; i < nfrac; i++) {
+            pow *= 10;
+        }
+
+        o = ngx_sprintf(o, "-%L.%0*ui", -t - 1, nfrac, pow - f);
+    }
+
+    score->len = o - score->data;
+
+    return NGX_OK;
+}
+
+
+/* 400 {"error":"Validation failed","details":[{"field","message"}...]} */
+
+static ngx_int_t
+ngx_http_integrations_bad_request(ngx_http_request_t *r,
+    ngx_http_integrations_query_t *q)
+{
+    u_char      *body, *p;
+    size_t       len;
+    ngx_uint_t   i;
+
+    len = sizeof("{\"error\":\"Validation failed\",\"details\":[]}");
+
+    for (i = 0; i < q->nerrors; i++) {
+        len += sizeof("{\"field\":\"\",\"message\":\"\"},")
+               + ngx_integrations_json_escaped_len(q->errors[i].field.data,
+                                                   q->errors[i].field.len)
+               + ngx_integrations_json_escaped_len(
+                     (u_char *) q->errors[i].message,
+                     ngx_strlen(q->errors[i].message));
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(body, "{\"error\":\"Validation failed\",\"details\":[",
+                   sizeof("{\"error\":\"Validation failed\",\"details\":[")
+                   - 1);
+
+    for (i = 0; i < q->nerrors; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, "{\"field\":\"", sizeof("{\"field\":\"") - 1);
+        p = ngx_integrations_json_escape(p, q->errors[i].field.data,
+                                         q->errors[i].field.len);
+        p = ngx_cpymem(p, "\",\"message\":\"",
+                       sizeof("\",\"message\":\"") - 1);
+        p = ngx_integrations_json_escape(p, (u_char *) q->errors[i].message,
+                                         ngx_strlen(q->errors[i].message));
+        p = ngx_cpymem(p, "\"}", 2);
+    }
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    return ngx_integrations_json_send(r, NGX_HTTP_BAD_REQUEST, body,
+                                      p - body);
+}
+
+
+static ngx_int_t
+ngx_http_integrations_unauthorized(ngx_http_request_t *r)
+{
+    static u_char  body[] = "{\"error\":\"Unauthorized\",\"hint\":\"This "
+                            "endpoint requires an API key (apikey on)\"}";
+
+    return ngx_integrations_json_send(r, NGX_HTTP_UNAUTHORIZED, body,
+                                      sizeof(body) - 1);
+}
+
+
+static ngx_int_t
+ngx_http_integrations_not_allowed(ngx_http_request_t *r)
+{
+    ngx_str_t  allow;
+
+    static u_char  body[] = "{\"error\":\"Method not allowed\"}";
+
+    ngx_str_set(&allow, "GET, HEAD");
+
+    if (ngx_integrations_json_header(r, "Allow", &allow) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_integrations_json_send(r, NGX_HTTP_NOT_ALLOWED, body,
+                                      sizeof(body) - 1);
+}
+
+
+/*
+ * integrations_events; integrations_event $ev; ... integrations_whoami;
+ * cmd->offset says which. The event argument is a complex value.
+ */
 
 char *
 ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    return "is not implemented yet";
+    ngx_http_integrations_loc_conf_t *ilcf = conf;
+
+    ngx_str_t                              *value;
+    ngx_http_core_loc_conf_t               *clcf;
+    ngx_http_complex_value_t               *cv;
+    ngx_http_compile_complex_value_t        ccv;
+    ngx_http_integrations_main_conf_t      *imcf;
+    ngx_http_integrations_handlers_main_t  *hm;
+
+    if (ilcf->handler) {
+        return "is duplicate: a location has one integrations handler";
+    }
+
+    ilcf->handler = cmd->offset;
+
+    if (cf->args->nelts == 2) {
+        value = cf->args->elts;
+
+        cv = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+        if (cv == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+        ccv.cf = cf;
+        ccv.value = &value[1];
+        ccv.complex_value = cv;
+
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        ilcf->event = cv;
+    }
+
+    imcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_integrations_module);
+
+    if (imcf->handlers == NULL) {
+        hm = ngx_pcalloc(cf->pool,
+                         sizeof(ngx_http_integrations_handlers_main_t));
+        if (hm == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        hm->file = cf->conf_file->file.name;
+        hm->line = cf->conf_file->line;
+        imcf->handlers = hm;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_integrations_handler;
+
+    return NGX_CONF_OK;
 }
 
+
+/* postconfiguration: the scripts, if some location serves the read API */
 
 ngx_int_t
 ngx_integrations_handlers_init(ngx_conf_t *cf)
 {
+    ngx_integrations_redis_conf_t          *rcf;
+    ngx_http_integrations_main_conf_t      *imcf;
+    ngx_http_integrations_handlers_main_t  *hm;
+
+    imcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_integrations_module);
+    hm = imcf->handlers;
+
+    if (hm == NULL) {
+        return NGX_OK;
+    }
+
+    if (!imcf->redis_set) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "the integrations handlers require "
+                      "\"integrations_redis\" in the http block in %V:%ui",
+                      &hm->file, hm->line);
+        return NGX_ERROR;
+    }
+
+    rcf = &imcf->redis;
+
+    hm->events = ngx_integrations_redis_add_script(cf, rcf,
+                                         ngx_http_integrations_events_script);
+    hm->event = ngx_integrations_redis_add_script(cf, rcf,
+                                          ngx_http_integrations_event_script);
+    hm->attendees = ngx_integrations_redis_add_script(cf, rcf,
+                                      ngx_http_integrations_attendees_script);
+
+    if (hm->events == NULL || hm->event == NULL || hm->attendees == NULL) {
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }

@@ -21,6 +21,7 @@
 #include <ngx_sha1.h>
 #include <netinet/tcp.h>
 
+#include "ngx_integrations_common.h"
 #include "ngx_integrations_redis.h"
 
 
@@ -92,8 +93,6 @@ static void ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     redisReply *reply);
 static void ngx_integrations_redis_cleanup(void *data);
 
-
-ngx_integrations_redis_stats_t  ngx_integrations_redis_stats;
 
 static ngx_uint_t  ngx_integrations_redis_kept;
 
@@ -416,7 +415,7 @@ ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
     rc->state = (rv == NGX_AGAIN) ? NGX_INTEGRATIONS_REDIS_CONNECTING
                                   : NGX_INTEGRATIONS_REDIS_UP;
 
-    ngx_integrations_redis_stats.connects++;
+    ngx_integrations_stat(redis_connects);
 
     /* the handshake goes first in the pipeline; requests queue after it */
 
@@ -498,7 +497,7 @@ ngx_integrations_redis_fail(ngx_integrations_redis_t *rc, const char *why)
                       &rc->conf->name, why);
     }
 
-    ngx_integrations_redis_stats.failures++;
+    ngx_integrations_stat(redis_failures);
 
     rc->state = NGX_INTEGRATIONS_REDIS_DOWN;
 
@@ -594,7 +593,7 @@ ngx_integrations_redis_timeout_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_integrations_redis_stats.timeouts++;
+    ngx_integrations_stat(redis_timeouts);
     ngx_integrations_redis_fail(rc, "timed out");
 }
 
@@ -698,7 +697,7 @@ ngx_integrations_redis_append(ngx_integrations_redis_t *rc,
         ngx_add_timer(&rc->timeout_ev, rc->conf->timeout);
     }
 
-    ngx_integrations_redis_stats.sent++;
+    ngx_integrations_stat(redis_commands);
 
     return NGX_OK;
 }
@@ -962,7 +961,7 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     ngx_integrations_redis_cmd_t      *cmd;
     ngx_integrations_redis_pending_t  *p;
 
-    ngx_integrations_redis_stats.replies++;
+    ngx_integrations_stat(redis_replies);
 
     if (ngx_queue_empty(&rc->pending)) {
         freeReplyObject(reply);

@@ -94,16 +94,5 @@ ngx_int_t ngx_integrations_redis_key(ngx_pool_t *pool,
     ngx_integrations_redis_conf_t *rcf, ngx_str_t *out, const char *fmt,
     ...);
 
-/* counters for the metrics endpoint */
-typedef struct {
-    ngx_atomic_uint_t                   sent;
-    ngx_atomic_uint_t                   replies;
-    ngx_atomic_uint_t                   timeouts;
-    ngx_atomic_uint_t                   failures;
-    ngx_atomic_uint_t                   connects;
-} ngx_integrations_redis_stats_t;
-
-extern ngx_integrations_redis_stats_t  ngx_integrations_redis_stats;
-
 
 #endif /* _NGX_INTEGRATIONS_REDIS_H_INCLUDED_ */
