@@ -17,6 +17,7 @@
 typedef struct {
     ngx_integrations_redis_conf_t   redis;
     ngx_flag_t                      redis_set;
+    void                           *handlers;  /* handlers.c's own */
 } ngx_http_integrations_main_conf_t;
 
 

@@ -4,9 +4,10 @@
  *
  * Each data request costs one Redis round trip: one script per endpoint
  * resolves the event (slug or id), applies the filters and the page, and
- * returns the stored, pre-serialised JSON items already joined with commas.
- * The body is a buffer chain over the strings of the kept reply: no item is
- * copied or re-encoded here. The ETag is a 64-bit hash of that chain;
+ * returns the stored, pre-serialised JSON (only a search through a large
+ * event takes more: it runs in bounded slices). Nothing is re-encoded: the
+ * body is a buffer chain over the kept reply's strings, with a page's
+ * items joined into one buffer. The ETag is a 64-bit hash of the chain;
  * If-None-Match is answered by nginx's not_modified filter (304).
  */
 
@@ -67,7 +68,7 @@
      | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_PROMO))
 
 /* script arguments: KEYS[1] + ARGV */
-#define NGX_HTTP_INTEGRATIONS_NARGS            9
+#define NGX_HTTP_INTEGRATIONS_NARGS            11
 
 #define NGX_HTTP_INTEGRATIONS_503  "{\"error\":\"Service unavailable\"}"
 
@@ -89,11 +90,11 @@ typedef struct {
 
 /* the query of a list request, validated */
 typedef struct {
-    ngx_str_t                           value[NGX_HTTP_INTEGRATIONS_P_N];
-    ngx_uint_t                          page;
-    ngx_uint_t                          size;
-    ngx_uint_t                          nerrors;
-    ngx_http_integrations_error_t       errors[NGX_HTTP_INTEGRATIONS_MAX_ERRORS];
+    ngx_str_t                       value[NGX_HTTP_INTEGRATIONS_P_N];
+    ngx_uint_t                      page;
+    ngx_uint_t                      size;
+    ngx_uint_t                      nerrors;
+    ngx_http_integrations_error_t   errors[NGX_HTTP_INTEGRATIONS_MAX_ERRORS];
 } ngx_http_integrations_query_t;
 
 
@@ -104,6 +105,18 @@ typedef struct {
     ngx_uint_t                          size;
     ngx_integrations_redis_cmd_t        cmd;
     ngx_str_t                           args[NGX_HTTP_INTEGRATIONS_NARGS];
+
+    /* a list: what the replies said (strings of kept replies) */
+    long long                           total;
+    redisReply                         *ef;
+    redisReply                         *cf;
+    ngx_array_t                         parts;     /* redisReply * */
+
+    /* a scan in slices: what is left to skip and to collect */
+    long long                           skip;
+    long long                           need;
+    ngx_uint_t                          slices;
+    unsigned                            more:1;
 } ngx_http_integrations_ctx_t;
 
 
@@ -124,20 +137,27 @@ static ngx_int_t ngx_http_integrations_start(ngx_http_request_t *r,
 static void ngx_http_integrations_reply(void *data, redisReply *reply);
 static ngx_int_t ngx_http_integrations_respond(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_integrations_slice(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_integrations_list(ngx_http_request_t *r,
-    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body,
-    redisReply *reply);
+    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body);
 static ngx_int_t ngx_http_integrations_event(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body,
     redisReply *reply);
 static ngx_int_t ngx_http_integrations_whoami(ngx_http_request_t *r,
     ngx_integrations_identity_t *id);
+static ngx_int_t ngx_http_integrations_utf8(ngx_pool_t *pool,
+    ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_send(ngx_http_request_t *r,
     ngx_http_integrations_body_t *body);
 static void ngx_http_integrations_free_reply(void *data);
+static ngx_integrations_redis_conf_t *ngx_http_integrations_redis(
+    ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_integrations_add(ngx_http_integrations_body_t *body,
     u_char *p, size_t len);
+static ngx_int_t ngx_http_integrations_add_items(
+    ngx_http_integrations_body_t *body, ngx_array_t *parts);
 static ngx_int_t ngx_http_integrations_query(ngx_http_request_t *r,
     ngx_uint_t params, ngx_uint_t def, ngx_uint_t max,
     ngx_http_integrations_query_t *q);
@@ -175,7 +195,7 @@ static ngx_str_t  ngx_http_integrations_params[] = {
  * ARGV: start, size, status (lowercase or ""), search (lowercase or ""),
  * min and max score of starts ("-inf"/"+inf", "(" = exclusive), now (the
  * liveOnly filter, or ""), updated_since (or "").
- * Returns {total, items joined with ","}.
+ * Returns {total, {items}}.
  */
 static const char  ngx_http_integrations_events_script[] =
 "local D = KEYS[1]\n"
@@ -198,7 +218,7 @@ static const char  ngx_http_integrations_events_script[] =
 "    local it = redis.call('HGET', ev .. ids[i], 'item')\n"
 "    if it then out[#out + 1] = it end\n"
 "  end\n"
-"  return {total, table.concat(out, ',')}\n"
+"  return {total, out}\n"
 "end\n"
 "local off = 0\n"
 "while true do\n"
@@ -233,7 +253,7 @@ static const char  ngx_http_integrations_events_script[] =
 "  if #ids < 500 then break end\n"
 "  off = off + 500\n"
 "end\n"
-"return {total, table.concat(out, ',')}\n";
+"return {total, out}\n";
 
 
 /*
@@ -259,22 +279,32 @@ static const char  ngx_http_integrations_event_script[] =
  * Attendees of one event.
  * KEYS[1]: D. ARGV: event slug or id, start, size, search (lowercase or
  * ""), category id (or ""), scanned ("1", "0" or ""), promo (same),
- * updated_since (or "").
- * Returns {0} (no such event) or {1, total, eventFields, categoryFields,
- * items joined with ","}.
+ * updated_since (or ""), then for a continued scan: the rank to continue
+ * from and the driver (else "", "").
+ * Returns {0} (no such event), {1, total, eventFields, categoryFields,
+ * {items}}, or for a slice of a scan {2, matches in the slice,
+ * eventFields, categoryFields, {items}, next rank (-1: done), driver,
+ * exact total (-1: count the matches), items in the slice}.
+ *
+ * Items come back as an array, not joined: a large Lua string costs Redis
+ * (the shared resource) far more than the elements of an array reply.
  *
  * One index filter alone is answered from its sorted set by rank (ZCARD +
- * ZRANGE): nothing else of the event is read. Several filters iterate the
+ * ZRANGE): nothing else of the event is read. Several filters walk the
  * smallest candidate set in order and test the others (ZSCORE, and E:as
  * for search); updated_since alone either sorts its (small) match set by
- * createdTime or walks E:att until the page is full, whichever is cheaper.
- * A search reads E:as for every candidate: it scans the event.
+ * createdTime or walks E:att until the page is full, whichever is cheaper
+ * (matching every attendee, it is no filter: pages by rank).
+ * A search reads E:as for every candidate: it scans the event. A walk
+ * stops after 50000 candidates and is continued by another call, so that
+ * Redis is never held for long by one request.
  */
 static const char  ngx_http_integrations_attendees_script[] =
 "local D, ref = KEYS[1], ARGV[1]\n"
 "local start, size = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
 "local search, cat, scanned, promo = ARGV[4], ARGV[5], ARGV[6], ARGV[7]\n"
 "local since = tonumber(ARGV[8])\n"
+"local cont = ARGV[9] ~= ''\n"
 "local id = redis.call('HGET', D .. ':slugs', ref)\n"
 "if not id then\n"
 "  if #ref > 20 or not string.find(ref, '^%d+$') then return {0} end\n"
@@ -283,53 +313,68 @@ static const char  ngx_http_integrations_attendees_script[] =
 "local E = D .. ':ev:' .. id\n"
 "local h = redis.call('HMGET', E, 'slug', 'ef', 'cf')\n"
 "if not h[1] then return {0} end\n"
+"local ef, cf = h[2] or '[]', h[3] or '[]'\n"
 "local att, upd, as = E .. ':att', E .. ':upd', E .. ':as'\n"
 "local sets = {}\n"
 "if cat ~= '' then sets[#sets + 1] = E .. ':c:' .. cat end\n"
 "if scanned ~= '' then sets[#sets + 1] = E .. ':s' .. scanned end\n"
 "if promo ~= '' then sets[#sets + 1] = E .. ':p' .. promo end\n"
-"local total, page = 0, {}\n"
-"if search == '' and not since and #sets <= 1 then\n"
+"local function items(page)\n"
+"  if #page == 0 then return {} end\n"
+"  return redis.call('HMGET', E .. ':ai', unpack(page))\n"
+"end\n"
+"if not cont and search == '' and not since and #sets <= 1 then\n"
 "  local z = sets[1] or att\n"
-"  total = redis.call('ZCARD', z)\n"
-"  page = redis.call('ZRANGE', z, start, start + size - 1)\n"
+"  local page = redis.call('ZRANGE', z, start, start + size - 1)\n"
+"  return {1, redis.call('ZCARD', z), ef, cf, items(page)}\n"
+"end\n"
+"local drv, di, n = att, 0, 0\n"
+"if cont then\n"
+"  di = tonumber(ARGV[10])\n"
+"  if di > 0 then drv = sets[di] end\n"
 "else\n"
-"  local drv, n, di = att, redis.call('ZCARD', att), 0\n"
+"  n = redis.call('ZCARD', att)\n"
 "  for i = 1, #sets do\n"
 "    local c = redis.call('ZCARD', sets[i])\n"
 "    if c < n then drv, n, di = sets[i], c, i end\n"
 "  end\n"
-"  local others = {}\n"
-"  for i = 1, #sets do\n"
-"    if i ~= di then others[#others + 1] = sets[i] end\n"
+"end\n"
+"local others = {}\n"
+"for i = 1, #sets do\n"
+"  if i ~= di then others[#others + 1] = sets[i] end\n"
+"end\n"
+"local function test(mb, s, list)\n"
+"  for j = 1, #list do\n"
+"    if not redis.call('ZSCORE', list[j], mb) then return false end\n"
 "  end\n"
-"  local function test(mb, s)\n"
-"    for j = 1, #others do\n"
-"      if not redis.call('ZSCORE', others[j], mb) then return false end\n"
-"    end\n"
-"    if search ~= '' and not string.find(s or '', search, 1, true) then\n"
-"      return false\n"
-"    end\n"
-"    return true\n"
+"  if search ~= '' and not string.find(s or '', search, 1, true) then\n"
+"    return false\n"
 "  end\n"
-"  local m = since and redis.call('ZCOUNT', upd, ARGV[8], '+inf')\n"
-"  local known = since and #sets == 0 and search == ''\n"
+"  return true\n"
+"end\n"
+"local known = since and #sets == 0 and search == ''\n"
+"local m = since and redis.call('ZCOUNT', upd, ARGV[8], '+inf')\n"
+"local total, page = 0, {}\n"
+"if not cont then\n"
+"  if known and start >= m then return {1, m, ef, cf, {}} end\n"
+"  if known and m >= n then\n"
+"    local page = redis.call('ZRANGE', att, start, start + size - 1)\n"
+"    return {1, m, ef, cf, items(page)}\n"
+"  end\n"
 "  local sorted = false\n"
 "  if known then\n"
 "    sorted = m * 4 < math.min(n, (start + size) * n / math.max(m, 1))\n"
 "  elseif since then\n"
 "    sorted = m < n\n"
 "  end\n"
-"  if known and start >= m then\n"
-"    total = m\n"
-"  elseif sorted then\n"
+"  if sorted and m <= 50000 then\n"
 "    local ms = redis.call('ZRANGEBYSCORE', upd, ARGV[8], '+inf')\n"
 "    local keep = {}\n"
 "    for i = 1, #ms, 1000 do\n"
 "      local chunk = {unpack(ms, i, math.min(i + 999, #ms))}\n"
 "      local sv = search ~= '' and redis.call('HMGET', as, unpack(chunk))\n"
 "      for j = 1, #chunk do\n"
-"        if test(chunk[j], sv and sv[j]) then\n"
+"        if test(chunk[j], sv and sv[j], sets) then\n"
 "          local c = redis.call('ZSCORE', att, chunk[j])\n"
 "          if c then keep[#keep + 1] = {tonumber(c), chunk[j]} end\n"
 "        end\n"
@@ -339,43 +384,37 @@ static const char  ngx_http_integrations_attendees_script[] =
 "      if a[1] ~= b[1] then return a[1] < b[1] end\n"
 "      return a[2] < b[2]\n"
 "    end)\n"
-"    total = #keep\n"
-"    for i = start + 1, math.min(start + size, total) do\n"
+"    for i = start + 1, math.min(start + size, #keep) do\n"
 "      page[#page + 1] = keep[i][2]\n"
 "    end\n"
-"  else\n"
-"    local off = 0\n"
-"    while true do\n"
-"      local ms = redis.call('ZRANGE', drv, off, off + 999)\n"
-"      local sv = search ~= '' and #ms > 0\n"
-"        and redis.call('HMGET', as, unpack(ms))\n"
-"      for j = 1, #ms do\n"
-"        local ok = test(ms[j], sv and sv[j])\n"
-"        if ok and since then\n"
-"          local u = redis.call('ZSCORE', upd, ms[j])\n"
-"          ok = u and tonumber(u) >= since\n"
-"        end\n"
-"        if ok then\n"
-"          total = total + 1\n"
-"          if total > start and #page < size then\n"
-"            page[#page + 1] = ms[j]\n"
-"          end\n"
-"        end\n"
-"      end\n"
-"      if #ms < 1000 or (known and #page >= size) then break end\n"
-"      off = off + 1000\n"
+"    return {1, #keep, ef, cf, items(page)}\n"
+"  end\n"
+"end\n"
+"local off = cont and tonumber(ARGV[9]) or 0\n"
+"local stop, nxt = off + 50000, -1\n"
+"while true do\n"
+"  local ms = redis.call('ZRANGE', drv, off, off + 999)\n"
+"  local sv = search ~= '' and #ms > 0\n"
+"    and redis.call('HMGET', as, unpack(ms))\n"
+"  for j = 1, #ms do\n"
+"    local ok = test(ms[j], sv and sv[j], others)\n"
+"    if ok and since then\n"
+"      local u = redis.call('ZSCORE', upd, ms[j])\n"
+"      ok = u and tonumber(u) >= since\n"
 "    end\n"
-"    if known then total = m end\n"
+"    if ok then\n"
+"      total = total + 1\n"
+"      if total > start and #page < size then\n"
+"        page[#page + 1] = ms[j]\n"
+"      end\n"
+"    end\n"
 "  end\n"
+"  off = off + #ms\n"
+"  if #ms < 1000 or (known and #page >= size) then break end\n"
+"  if off >= stop then nxt = off break end\n"
 "end\n"
-"local items = {}\n"
-"if #page > 0 then\n"
-"  local v = redis.call('HMGET', E .. ':ai', unpack(page))\n"
-"  for i = 1, #v do\n"
-"    if v[i] then items[#items + 1] = v[i] end\n"
-"  end\n"
-"end\n"
-"return {1, total, h[2] or '[]', h[3] or '[]', table.concat(items, ',')}\n";
+"return {2, total, ef, cf, items(page), nxt, di, known and m or -1,\n"
+"  #page}\n";
 
 
 static ngx_int_t
@@ -423,7 +462,7 @@ ngx_http_integrations_start(ngx_http_request_t *r,
     int64_t                                 from, to, start;
     ngx_int_t                               rc;
     ngx_str_t                              *a, ev, env, *v;
-    ngx_uint_t                              params, def, max;
+    ngx_uint_t                              params, def, max, i;
     ngx_http_integrations_ctx_t            *ctx;
     ngx_http_integrations_query_t          *q;
     ngx_integrations_redis_conf_t          *rcf;
@@ -567,6 +606,12 @@ ngx_http_integrations_start(ngx_http_request_t *r,
     ctx->page = q->page;
     ctx->size = q->size;
 
+    if (ngx_array_init(&ctx->parts, r->pool, 2, sizeof(redisReply *))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if ((uint64_t) (q->page - 1)
         > (uint64_t) NGX_HTTP_INTEGRATIONS_MAX_START / q->size)
     {
@@ -620,7 +665,6 @@ ngx_http_integrations_start(ngx_http_request_t *r,
 
     } else {
         ctx->cmd.script = hm->attendees;
-        ctx->cmd.nargs = 9;
 
         a[1] = ev;
 
@@ -637,11 +681,22 @@ ngx_http_integrations_start(ngx_http_request_t *r,
         a[6] = v[NGX_HTTP_INTEGRATIONS_P_SCANNED];
         a[7] = v[NGX_HTTP_INTEGRATIONS_P_PROMO];
         a[8] = v[NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE];
+        ngx_str_null(&a[9]);
+        ngx_str_null(&a[10]);
+
+        ctx->cmd.nargs = 11;
+        ctx->skip = start;
+        ctx->need = q->size;
     }
 
 send:
 
-    /* hiredis formats empty strings from a NULL pointer just as well */
+    for (i = 0; i < ctx->cmd.nargs; i++) {
+        if (a[i].data == NULL) {
+            a[i].data = (u_char *) "";
+        }
+    }
+
     ctx->cmd.nkeys = 1;
     ctx->cmd.args = a;
     ctx->cmd.handler = ngx_http_integrations_reply;
@@ -679,6 +734,12 @@ ngx_http_integrations_reply(void *data, redisReply *reply)
 
     rc = ngx_http_integrations_respond(r, ctx, reply);
 
+    if (ctx->more) {
+        /* another slice of a scan is on its way */
+        ctx->more = 0;
+        return;
+    }
+
     /* r and ctx may be gone after this */
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
@@ -690,13 +751,12 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply)
 {
     ngx_int_t                      rc;
+    redisReply                   **e, **part;
     ngx_pool_cleanup_t            *cln;
     ngx_http_integrations_body_t   body;
 
     if (reply == NULL) {
-        return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     (u_char *) NGX_HTTP_INTEGRATIONS_503,
-                                     sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+        goto unavailable;
     }
 
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
@@ -707,14 +767,12 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
                       reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
                                                        : (size_t) 0,
                       reply->str);
-        return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     (u_char *) NGX_HTTP_INTEGRATIONS_503,
-                                     sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+        goto unavailable;
     }
 
-    if (ctx->handler != NGX_INTEGRATIONS_EVENTS
-        && reply->element[0]->integer == 0)
-    {
+    e = reply->element;
+
+    if (ctx->handler != NGX_INTEGRATIONS_EVENTS && e[0]->integer == 0) {
         return ngx_integrations_json_error(r, NGX_HTTP_NOT_FOUND,
                                            "Event not found");
     }
@@ -737,28 +795,198 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
     switch (ctx->handler) {
 
     case NGX_INTEGRATIONS_EVENTS:
+        if (reply->elements != 2 || e[1]->type != REDIS_REPLY_ARRAY) {
+            goto malformed;
+        }
+
+        ctx->total = e[0]->integer;
+        break;
+
     case NGX_INTEGRATIONS_ATTENDEES:
-        rc = ngx_http_integrations_list(r, ctx, &body, reply);
+        if (e[0]->integer == 2) {
+            rc = ngx_http_integrations_slice(r, ctx, reply);
+
+            if (rc == NGX_AGAIN) {
+                ctx->more = 1;
+                return NGX_OK;
+            }
+
+            if (rc == NGX_DECLINED) {
+                goto malformed;
+            }
+
+            if (rc == NGX_BUSY) {
+                goto unavailable;
+            }
+
+            if (rc != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            break;
+        }
+
+        if (reply->elements != 5 || e[1]->type != REDIS_REPLY_INTEGER
+            || e[2]->type != REDIS_REPLY_STRING
+            || e[3]->type != REDIS_REPLY_STRING
+            || e[4]->type != REDIS_REPLY_ARRAY)
+        {
+            goto malformed;
+        }
+
+        ctx->total = e[1]->integer;
+        ctx->ef = e[2];
+        ctx->cf = e[3];
         break;
 
     default:
         rc = ngx_http_integrations_event(r, ctx, &body, reply);
-        break;
+
+        if (rc == NGX_DECLINED) {
+            goto malformed;
+        }
+
+        if (rc != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_integrations_send(r, &body);
     }
 
-    if (rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "integrations: malformed reply from redis");
-        return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     (u_char *) NGX_HTTP_INTEGRATIONS_503,
-                                     sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+    if (ctx->slices == 0) {
+        part = ngx_array_push(&ctx->parts);
+        if (part == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *part = e[reply->elements - 1];
     }
 
-    if (rc != NGX_OK) {
+    if (ngx_http_integrations_list(r, ctx, &body) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     return ngx_http_integrations_send(r, &body);
+
+malformed:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "integrations: malformed reply from redis");
+
+unavailable:
+
+    return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      (u_char *) NGX_HTTP_INTEGRATIONS_503,
+                                      sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+}
+
+
+/*
+ * One slice of a scan: {2, matches, ef, cf, items, next, driver, exact
+ * total, items in the slice}. NGX_AGAIN: the next slice was sent;
+ * NGX_OK: the list is complete; NGX_DECLINED: a malformed reply; NGX_BUSY:
+ * Redis went away.
+ */
+
+static ngx_int_t
+ngx_http_integrations_slice(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *reply)
+{
+    u_char        *p;
+    ngx_int_t      rc;
+    ngx_str_t     *a;
+    ngx_uint_t     i;
+    long long      matched, next, exact, got;
+    redisReply   **e, **part;
+
+    e = reply->element;
+
+    if (reply->elements != 9) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 1; i < 9; i++) {
+        if (e[i]->type != (i == 2 || i == 3 ? REDIS_REPLY_STRING
+                           : i == 4 ? REDIS_REPLY_ARRAY : REDIS_REPLY_INTEGER))
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    matched = e[1]->integer;
+    next = e[5]->integer;
+    exact = e[7]->integer;
+    got = e[8]->integer;
+
+    if (matched < 0 || got < 0 || got > ctx->need) {
+        return NGX_DECLINED;
+    }
+
+    ctx->slices++;
+
+    if (ctx->ef == NULL) {
+        ctx->ef = e[2];
+        ctx->cf = e[3];
+    }
+
+    if (e[4]->elements) {
+        part = ngx_array_push(&ctx->parts);
+        if (part == NULL) {
+            return NGX_ERROR;
+        }
+
+        *part = e[4];
+    }
+
+    ctx->total += matched;
+    ctx->skip -= ngx_min(matched, ctx->skip);
+    ctx->need -= got;
+
+    if (next < 0 || (exact >= 0 && ctx->need == 0)) {
+        if (exact >= 0) {
+            ctx->total = exact;
+        }
+
+        return NGX_OK;
+    }
+
+    /* the same script, from where this slice stopped */
+
+    a = ctx->args;
+
+    p = ngx_pnalloc(r->pool, 4 * NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    a[2].data = p;
+    p = ngx_sprintf(p, "%L", (int64_t) ctx->skip);
+    a[2].len = p - a[2].data;
+
+    a[3].data = p;
+    p = ngx_sprintf(p, "%L", (int64_t) ctx->need);
+    a[3].len = p - a[3].data;
+
+    a[9].data = p;
+    p = ngx_sprintf(p, "%L", (int64_t) next);
+    a[9].len = p - a[9].data;
+
+    a[10].data = p;
+    p = ngx_sprintf(p, "%L", (int64_t) e[6]->integer);
+    a[10].len = p - a[10].data;
+
+    rc = ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
+                                       &ctx->cmd);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_BUSY;
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return NGX_AGAIN;
 }
 
 
@@ -769,45 +997,13 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
 
 static ngx_int_t
 ngx_http_integrations_list(ngx_http_request_t *r,
-    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body,
-    redisReply *reply)
+    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body)
 {
-    u_char       *p, *tail;
-    size_t        n;
-    long long     total, pages;
-    redisReply  **e, *items, *ef, *cf;
+    u_char     *p, *tail;
+    size_t      n;
+    long long   total, pages;
 
-    e = reply->element;
-
-    if (ctx->handler == NGX_INTEGRATIONS_EVENTS) {
-        if (reply->elements != 2 || e[1]->type != REDIS_REPLY_STRING) {
-            return NGX_DECLINED;
-        }
-
-        total = e[0]->integer;
-        items = e[1];
-        ef = NULL;
-        cf = NULL;
-
-    } else {
-        if (reply->elements != 5 || e[1]->type != REDIS_REPLY_INTEGER
-            || e[2]->type != REDIS_REPLY_STRING
-            || e[3]->type != REDIS_REPLY_STRING
-            || e[4]->type != REDIS_REPLY_STRING)
-        {
-            return NGX_DECLINED;
-        }
-
-        total = e[1]->integer;
-        items = e[4];
-        ef = e[2];
-        cf = e[3];
-    }
-
-    if (total < 0) {
-        return NGX_DECLINED;
-    }
-
+    total = ngx_max(ctx->total, 0);
     pages = (total + ctx->size - 1) / ctx->size;
 
     n = sizeof("],\"page\":,\"pageSize\":,\"totalItems\":,\"totalPages\":"
@@ -821,11 +1017,12 @@ ngx_http_integrations_list(ngx_http_request_t *r,
 
     if (ngx_http_integrations_add(body, (u_char *) "{\"items\":[",
                                   sizeof("{\"items\":[") - 1)
-        != NGX_OK
-        || ngx_http_integrations_add(body, (u_char *) items->str,
-                                     items->len)
-           != NGX_OK)
+        != NGX_OK)
     {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_integrations_add_items(body, &ctx->parts) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -833,7 +1030,7 @@ ngx_http_integrations_list(ngx_http_request_t *r,
                     ",\"totalPages\":%L", ctx->page, ctx->size,
                     (int64_t) total, (int64_t) pages);
 
-    if (ef == NULL) {
+    if (ctx->ef == NULL) {
         p = ngx_cpymem(p, "}\n", 2);
         return ngx_http_integrations_add(body, tail, p - tail);
     }
@@ -841,12 +1038,14 @@ ngx_http_integrations_list(ngx_http_request_t *r,
     p = ngx_cpymem(p, ",\"eventFields\":", sizeof(",\"eventFields\":") - 1);
 
     if (ngx_http_integrations_add(body, tail, p - tail) != NGX_OK
-        || ngx_http_integrations_add(body, (u_char *) ef->str, ef->len)
+        || ngx_http_integrations_add(body, (u_char *) ctx->ef->str,
+                                     ctx->ef->len)
            != NGX_OK
         || ngx_http_integrations_add(body, (u_char *) ",\"categoryFields\":",
                                      sizeof(",\"categoryFields\":") - 1)
            != NGX_OK
-        || ngx_http_integrations_add(body, (u_char *) cf->str, cf->len)
+        || ngx_http_integrations_add(body, (u_char *) ctx->cf->str,
+                                     ctx->cf->len)
            != NGX_OK)
     {
         return NGX_ERROR;
@@ -954,7 +1153,7 @@ ngx_http_integrations_whoami(ngx_http_request_t *r,
 {
     u_char                        *p, *s, *e, *w, *start;
     size_t                         len;
-    ngx_str_t                     *f, env, fields[3];
+    ngx_str_t                     *f, env, scopes, fields[3];
     ngx_tm_t                       tm;
     ngx_uint_t                     i, n;
     ngx_http_integrations_body_t   body;
@@ -971,9 +1170,22 @@ ngx_http_integrations_whoami(ngx_http_request_t *r,
     fields[0] = id->org;
     fields[1] = id->id;
     fields[2] = id->name;
+    scopes = id->scopes;
 
+    /* these come from a key record, not from jansson: valid UTF-8 only */
+    if (ngx_http_integrations_utf8(r->pool, &fields[0]) != NGX_OK
+        || ngx_http_integrations_utf8(r->pool, &fields[1]) != NGX_OK
+        || ngx_http_integrations_utf8(r->pool, &fields[2]) != NGX_OK
+        || ngx_http_integrations_utf8(r->pool, &scopes) != NGX_OK
+        || ngx_http_integrations_utf8(r->pool, &env) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* NGX_TIME_T_LEN: a far-off expiry has a year of more than 4 digits */
     len = sizeof("{\"org\":\"\",\"keyId\":\"\",\"name\":\"\",\"scopes\":[],"
-                 "\"env\":\"\",\"expires\":\"0000-00-00T00:00:00Z\"}\n")
+                 "\"env\":\"\",\"expires\":\"-00-00T00:00:00Z\"}\n")
+          + NGX_TIME_T_LEN
           + ngx_integrations_json_escaped_len(env.data, env.len);
 
     for (i = 0; i < 3; i++) {
@@ -982,8 +1194,8 @@ ngx_http_integrations_whoami(ngx_http_request_t *r,
     }
 
     /* each scope may gain two quotes and a comma */
-    len += ngx_integrations_json_escaped_len(id->scopes.data, id->scopes.len)
-           + 3 * id->scopes.len;
+    len += ngx_integrations_json_escaped_len(scopes.data, scopes.len)
+           + 3 * scopes.len;
 
     start = ngx_pnalloc(r->pool, len);
     if (start == NULL) {
@@ -1000,8 +1212,8 @@ ngx_http_integrations_whoami(ngx_http_request_t *r,
 
     p = ngx_cpymem(p, "\",\"scopes\":[", sizeof("\",\"scopes\":[") - 1);
 
-    s = id->scopes.data;
-    e = s + id->scopes.len;
+    s = scopes.data;
+    e = s + scopes.len;
     n = 0;
 
     while (s < e) {
@@ -1033,9 +1245,10 @@ ngx_http_integrations_whoami(ngx_http_request_t *r,
 
     if (id->expires > 0) {
         ngx_gmtime(id->expires, &tm);
-        p = ngx_sprintf(p, "\",\"expires\":\"%4d-%02d-%02dT%02d:%02d:%02dZ\"}\n",
-                        tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                        tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+        p = ngx_sprintf(p, "\",\"expires\":\"%4d-%02d-%02dT%02d:%02d:%02dZ"
+                        "\"}\n", tm.ngx_tm_year, tm.ngx_tm_mon,
+                        tm.ngx_tm_mday, tm.ngx_tm_hour, tm.ngx_tm_min,
+                        tm.ngx_tm_sec);
 
     } else {
         p = ngx_cpymem(p, "\",\"expires\":null}\n",
@@ -1051,6 +1264,69 @@ ngx_http_integrations_whoami(ngx_http_request_t *r,
     }
 
     return ngx_http_integrations_send(r, &body);
+}
+
+
+/* invalid UTF-8 sequences become U+FFFD (a copy is made only then) */
+
+static ngx_int_t
+ngx_http_integrations_utf8(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char    *p, *q, *end, *d, *dst;
+    uint32_t   u;
+
+    p = s->data;
+    end = p + s->len;
+
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        q = p;
+        u = ngx_utf8_decode(&p, end - p);
+
+        if (u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
+            p = q;
+            break;
+        }
+    }
+
+    if (p == end) {
+        return NGX_OK;
+    }
+
+    dst = ngx_pnalloc(pool, s->len * 3);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    d = ngx_cpymem(dst, s->data, p - s->data);
+
+    while (p < end) {
+        if (*p < 0x80) {
+            *d++ = *p++;
+            continue;
+        }
+
+        q = p;
+        u = ngx_utf8_decode(&p, end - p);
+
+        if (u > 0x10ffff || (u >= 0xd800 && u <= 0xdfff)) {
+            /* one replacement per bad lead byte, then resynchronise */
+            p = q + 1;
+            d = ngx_cpymem(d, "\xef\xbf\xbd", 3);
+            continue;
+        }
+
+        d = ngx_cpymem(d, q, p - q);
+    }
+
+    s->data = dst;
+    s->len = d - dst;
+
+    return NGX_OK;
 }
 
 
@@ -1115,6 +1391,11 @@ ngx_http_integrations_send(ngx_http_request_t *r,
 #endif
     r->headers_out.etag = t;
 
+    /* If-None-Match decides alone: If-Modified-Since is then ignored */
+    if (r->headers_in.if_none_match) {
+        r->headers_in.if_modified_since = NULL;
+    }
+
     t = ngx_list_push(&r->headers_out.headers);
     if (t == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1137,6 +1418,17 @@ static void
 ngx_http_integrations_free_reply(void *data)
 {
     freeReplyObject(data);
+}
+
+
+static ngx_integrations_redis_conf_t *
+ngx_http_integrations_redis(ngx_http_request_t *r)
+{
+    ngx_http_integrations_main_conf_t  *imcf;
+
+    imcf = ngx_http_get_module_main_conf(r, ngx_http_integrations_module);
+
+    return &imcf->redis;
 }
 
 
@@ -1179,6 +1471,68 @@ ngx_http_integrations_add(ngx_http_integrations_body_t *body, u_char *p,
     body->len += len;
 
     return NGX_OK;
+}
+
+
+/*
+ * Appends the items of the array replies in parts, separated by commas,
+ * as one buffer: one allocation and one copy of the bytes per page. (A
+ * buffer per item over the reply's strings was measured slower: nginx
+ * writes at most 64 iovecs per writev(), so a page of 100 items took
+ * several system calls, which cost more than copying ~35 KB.)
+ */
+
+static ngx_int_t
+ngx_http_integrations_add_items(ngx_http_integrations_body_t *body,
+    ngx_array_t *parts)
+{
+    u_char       *start, *p;
+    size_t        len;
+    ngx_uint_t    i, j, n;
+    redisReply  **part, *it;
+
+    part = parts->elts;
+    len = 0;
+
+    for (i = 0; i < parts->nelts; i++) {
+        for (j = 0; j < part[i]->elements; j++) {
+            it = part[i]->element[j];
+
+            if (it->type == REDIS_REPLY_STRING) {
+                len += it->len + 1;
+            }
+        }
+    }
+
+    if (len == 0) {
+        return NGX_OK;
+    }
+
+    start = ngx_pnalloc(body->pool, len);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = start;
+    n = 0;
+
+    for (i = 0; i < parts->nelts; i++) {
+        for (j = 0; j < part[i]->elements; j++) {
+            it = part[i]->element[j];
+
+            if (it->type != REDIS_REPLY_STRING || it->len == 0) {
+                continue;
+            }
+
+            if (n++) {
+                *p++ = ',';
+            }
+
+            p = ngx_cpymem(p, it->str, it->len);
+        }
+    }
+
+    return ngx_http_integrations_add(body, start, p - start);
 }
 
 
@@ -1656,7 +2010,15 @@ ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
             pow *= 10;
         }
 
-        o = ngx_sprintf(o, "-%L.%0*ui", -t - 1, nfrac, pow - f);
+        o = ngx_sprintf(o, "-%L.", -t - 1);
+        f = pow - f;
+
+        for (i = nfrac; i > 0; i--) {
+            o[i - 1] = (u_char) ('0' + f % 10);
+            f /= 10;
+        }
+
+        o += nfrac;
     }
 
     score->len = o - score->data;
