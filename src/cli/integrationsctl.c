@@ -1,0 +1,2148 @@
+/*
+ * integrationsctl: API keys and data of the Integrations API, in the Redis
+ * the nginx module reads (docs/DATA_MODEL.md).
+ *
+ * Exit codes: 0 ok, 1 bad input, 2 Redis error.
+ */
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/random.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <openssl/sha.h>
+
+#include "ngx_integrations_key.h"
+
+
+#define ICTL_OK          0
+#define ICTL_BAD_INPUT   1
+#define ICTL_REDIS       2
+
+#define ICTL_MAX_KEYS    10
+#define ICTL_BATCH       1000
+#define ICTL_MAX_ERRORS  20
+
+
+typedef struct {
+    redisContext  *rc;
+    const char    *prefix;       /* Redis key prefix */
+    const char    *key_prefix;   /* key text prefix, "qkt" */
+    const char    *pepper;
+} ictl_t;
+
+
+static const char  ictl_base62[] =
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+
+/* {o:<org>}: reserve a slot under the cap of active keys */
+static const char  ictl_reserve_lua[] =
+"redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])\n"
+"if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end\n"
+"if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end\n"
+"redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])\n"
+"redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])\n"
+"return 1\n";
+
+/* {k:<id>}: write the record only if the id is new */
+static const char  ictl_record_lua[] =
+"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+"redis.call('HSET', KEYS[1], unpack(ARGV))\n"
+"return 1\n";
+
+/* D: upsert an event; ARGV[4] is the detail without its ticketTypes */
+static const char  ictl_event_lua[] =
+"local D, id, slug = KEYS[1], ARGV[1], ARGV[2]\n"
+"local E = D .. ':ev:' .. id\n"
+"local other = redis.call('HGET', D .. ':slugs', slug)\n"
+"if other and other ~= id then\n"
+"  return redis.error_reply('slug ' .. slug .. ' belongs to another event')\n"
+"end\n"
+"local old = redis.call('HGET', E, 'slug')\n"
+"if old and old ~= slug then redis.call('HDEL', D .. ':slugs', old) end\n"
+"local fields = {'tt', 'av', 'ef', 'cf'}\n"
+"for i, f in ipairs(fields) do\n"
+"  if ARGV[9 + 2 * i] == '1' then\n"
+"    redis.call('HSET', E, f, ARGV[10 + 2 * i])\n"
+"  end\n"
+"end\n"
+"local tt = redis.call('HGET', E, 'tt') or '[]'\n"
+"redis.call('HSET', E, 'item', ARGV[3],\n"
+"  'detail', ARGV[4] .. ',\"ticketTypes\":' .. tt .. '}',\n"
+"  'slug', slug, 'search', ARGV[5], 'starts', ARGV[6], 'ends', ARGV[7],\n"
+"  'status', ARGV[8], 'published', ARGV[9], 'updated', ARGV[10])\n"
+"redis.call('ZADD', D .. ':events', ARGV[6], id)\n"
+"redis.call('HSET', D .. ':slugs', slug, id)\n"
+"return 1\n";
+
+/* E: upsert an attendee, moving it between the filter indexes */
+static const char  ictl_attendee_lua[] =
+"local E, m, ct = KEYS[1], ARGV[1], ARGV[2]\n"
+"local old = redis.call('HGET', E .. ':am', m)\n"
+"if old then\n"
+"  local s, p, c = string.match(old, '^(%d)(%d):(.*)$')\n"
+"  redis.call('ZREM', E .. ':s' .. s, m)\n"
+"  redis.call('ZREM', E .. ':p' .. p, m)\n"
+"  if c ~= '' then redis.call('ZREM', E .. ':c:' .. c, m) end\n"
+"end\n"
+"redis.call('ZADD', E .. ':att', ct, m)\n"
+"redis.call('HSET', E .. ':ai', m, ARGV[3])\n"
+"redis.call('HSET', E .. ':as', m, ARGV[4])\n"
+"redis.call('ZADD', E .. ':s' .. ARGV[5], ct, m)\n"
+"redis.call('ZADD', E .. ':p' .. ARGV[6], ct, m)\n"
+"if ARGV[7] ~= '' then redis.call('ZADD', E .. ':c:' .. ARGV[7], ct, m) end\n"
+"redis.call('ZADD', E .. ':upd', ARGV[8], m)\n"
+"redis.call('HSET', E .. ':am', m, ARGV[5] .. ARGV[6] .. ':' .. ARGV[7])\n"
+"return 1\n";
+
+/* E: remove an attendee from everything */
+static const char  ictl_delete_attendee_lua[] =
+"local E, m = KEYS[1], ARGV[1]\n"
+"local old = redis.call('HGET', E .. ':am', m)\n"
+"if not old then return 0 end\n"
+"local s, p, c = string.match(old, '^(%d)(%d):(.*)$')\n"
+"redis.call('ZREM', E .. ':s' .. s, m)\n"
+"redis.call('ZREM', E .. ':p' .. p, m)\n"
+"if c ~= '' then redis.call('ZREM', E .. ':c:' .. c, m) end\n"
+"redis.call('ZREM', E .. ':att', m)\n"
+"redis.call('ZREM', E .. ':upd', m)\n"
+"redis.call('HDEL', E .. ':ai', m)\n"
+"redis.call('HDEL', E .. ':as', m)\n"
+"redis.call('HDEL', E .. ':am', m)\n"
+"return 1\n";
+
+/* D: remove an event and every key of it */
+static const char  ictl_delete_event_lua[] =
+"local D, slug = KEYS[1], ARGV[1]\n"
+"local id = redis.call('HGET', D .. ':slugs', slug)\n"
+"if not id then return 0 end\n"
+"local E = D .. ':ev:' .. id\n"
+"local cats = {}\n"
+"for _, v in ipairs(redis.call('HVALS', E .. ':am')) do\n"
+"  local c = string.match(v, '^%d%d:(.*)$')\n"
+"  if c and c ~= '' then cats[c] = true end\n"
+"end\n"
+"for c in pairs(cats) do redis.call('UNLINK', E .. ':c:' .. c) end\n"
+"for _, s in ipairs({'', ':att', ':ai', ':as', ':s0', ':s1', ':p0',\n"
+"                    ':p1', ':upd', ':am'}) do\n"
+"  redis.call('UNLINK', E .. s)\n"
+"end\n"
+"redis.call('ZREM', D .. ':events', id)\n"
+"redis.call('HDEL', D .. ':slugs', slug)\n"
+"return 1\n";
+
+
+static void
+ictl_error(const char *fmt, ...)
+{
+    va_list  args;
+
+    fputs("integrationsctl: ", stderr);
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+    fputc('\n', stderr);
+}
+
+
+static void
+ictl_usage(FILE *f)
+{
+    fputs(
+"usage: integrationsctl [--redis redis://[:pw@]host:port/db | unix:/path]\n"
+"                       [--prefix P] [--key-prefix qkt] [--pepper S] COMMAND\n"
+"  keys create --org ORG --name NAME [--scopes a,b] [--expires ISO|DURATION]\n"
+"              [--allow-ip CIDR,...] [--rate-limit N] [--env live|test]\n"
+"              [--json]\n"
+"  keys list   --org ORG [--json]\n"
+"  keys revoke --org ORG ID\n"
+"  keys rotate --org ORG ID [--grace 24h] [--json]\n"
+"  data import --org ORG [--env live|test] FILE|-\n"
+"  data delete --org ORG [--env live|test] --event SLUG\n"
+"DURATION: a number with s, m, h or d. --redis defaults to\n"
+"$INTEGRATIONS_REDIS or redis://127.0.0.1:6379/0; --pepper to\n"
+"$INTEGRATIONS_PEPPER. Exit codes: 0 ok, 1 bad input, 2 Redis error.\n",
+          f);
+}
+
+
+/* -- Redis ------------------------------------------------------------- */
+
+static int
+ictl_connect(ictl_t *ctx, const char *url)
+{
+    int             db, port;
+    char            host[1024], *pw, *p, *end, buf[1024];
+    redisReply     *r;
+    struct timeval  tv = { 5, 0 };
+
+    db = 0;
+    pw = NULL;
+
+    if (strlen(url) >= sizeof(buf)) {
+        ictl_error("--redis is too long");
+        return ICTL_BAD_INPUT;
+    }
+
+    strcpy(buf, url);
+
+    if (strncmp(buf, "unix:", 5) == 0) {
+        p = strchr(buf, '?');
+        if (p) {
+            *p++ = '\0';
+            if (strncmp(p, "db=", 3) == 0) {
+                db = atoi(p + 3);
+            }
+        }
+
+        ctx->rc = redisConnectUnixWithTimeout(buf + 5, tv);
+
+    } else if (strncmp(buf, "redis://", 8) == 0) {
+        p = buf + 8;
+        end = strrchr(p, '@');
+
+        if (end) {
+            *end = '\0';
+            pw = strchr(p, ':') ? strchr(p, ':') + 1 : p;
+            p = end + 1;
+        }
+
+        end = strchr(p, '/');
+        if (end) {
+            *end++ = '\0';
+            if (*end) {
+                db = atoi(end);
+            }
+        }
+
+        port = 6379;
+        end = strrchr(p, ':');
+        if (end && !strchr(p, ']')) {
+            *end++ = '\0';
+            port = atoi(end);
+        }
+
+        if (*p == '[') {
+            p++;
+            end = strchr(p, ']');
+            if (end) {
+                *end = '\0';
+            }
+        }
+
+        snprintf(host, sizeof(host), "%s", *p ? p : "127.0.0.1");
+        ctx->rc = redisConnectWithTimeout(host, port, tv);
+
+    } else {
+        ictl_error("--redis must be redis://... or unix:/path: \"%s\"", url);
+        return ICTL_BAD_INPUT;
+    }
+
+    if (ctx->rc == NULL || ctx->rc->err) {
+        ictl_error("cannot connect to Redis at %s: %s", url,
+                   ctx->rc ? ctx->rc->errstr : "out of memory");
+        return ICTL_REDIS;
+    }
+
+    redisSetTimeout(ctx->rc, (struct timeval) { 30, 0 });
+
+    if (pw && *pw) {
+        r = redisCommand(ctx->rc, "AUTH %s", pw);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            ictl_error("Redis AUTH failed: %s",
+                       r ? r->str : ctx->rc->errstr);
+            if (r) {
+                freeReplyObject(r);
+            }
+            return ICTL_REDIS;
+        }
+        freeReplyObject(r);
+    }
+
+    if (db) {
+        r = redisCommand(ctx->rc, "SELECT %d", db);
+        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+            ictl_error("Redis SELECT %d failed: %s", db,
+                       r ? r->str : ctx->rc->errstr);
+            if (r) {
+                freeReplyObject(r);
+            }
+            return ICTL_REDIS;
+        }
+        freeReplyObject(r);
+    }
+
+    return ICTL_OK;
+}
+
+
+/* a reply, or NULL with the error printed */
+static redisReply *
+ictl_check(ictl_t *ctx, redisReply *r, const char *what)
+{
+    if (r == NULL) {
+        ictl_error("Redis: %s: %s", what, ctx->rc->errstr);
+        return NULL;
+    }
+
+    if (r->type == REDIS_REPLY_ERROR) {
+        ictl_error("Redis: %s: %s", what, r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+
+    return r;
+}
+
+
+/* EVAL of a small script; argv after the script: nkeys, keys, args */
+static redisReply *
+ictl_eval(ictl_t *ctx, const char *script, int argc, const char **argv)
+{
+    int          i;
+    size_t       lens[64];
+    const char  *av[64];
+
+    av[0] = "EVAL";
+    av[1] = script;
+
+    for (i = 0; i < argc && i < 62; i++) {
+        av[i + 2] = argv[i];
+    }
+
+    for (i = 0; i < argc + 2; i++) {
+        lens[i] = strlen(av[i]);
+    }
+
+    return ictl_check(ctx, redisCommandArgv(ctx->rc, argc + 2, av, lens),
+                      "script");
+}
+
+
+static int
+ictl_load(ictl_t *ctx, const char *script, char *sha)
+{
+    redisReply  *r;
+
+    r = ictl_check(ctx, redisCommand(ctx->rc, "SCRIPT LOAD %s", script),
+                   "SCRIPT LOAD");
+    if (r == NULL) {
+        return ICTL_REDIS;
+    }
+
+    snprintf(sha, 41, "%s", r->str);
+    freeReplyObject(r);
+
+    return ICTL_OK;
+}
+
+
+/* -- small helpers ----------------------------------------------------- */
+
+static int
+ictl_name_ok(const char *s)
+{
+    size_t  i, n;
+
+    n = strlen(s);
+    if (n == 0 || n > 64) {
+        return 0;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (!isalnum((unsigned char) s[i]) && s[i] != '_' && s[i] != '.'
+            && s[i] != '-')
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static double
+ictl_now(void)
+{
+    struct timeval  tv;
+
+    gettimeofday(&tv, NULL);
+
+    return tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+
+static void
+ictl_iso(time_t t, char *buf, size_t size)
+{
+    struct tm  tm;
+
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+
+static int
+ictl_digits(const char *s, int n, int *v)
+{
+    int  i;
+
+    *v = 0;
+
+    for (i = 0; i < n; i++) {
+        if (!isdigit((unsigned char) s[i])) {
+            return -1;
+        }
+        *v = *v * 10 + (s[i] - '0');
+    }
+
+    return 0;
+}
+
+
+/*
+ * ISO-8601: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.fff]][Z|+-HH:MM].
+ * Epoch seconds (fractions kept) in *t; 0 on success.
+ */
+static int
+ictl_parse_iso(const char *s, double *t)
+{
+    int        y, mo, d, h, mi, sec, zh, zm, sign;
+    double     frac, f;
+    struct tm  tm;
+
+    h = mi = sec = 0;
+    frac = 0;
+
+    if (strlen(s) < 10 || ictl_digits(s, 4, &y) || s[4] != '-'
+        || ictl_digits(s + 5, 2, &mo) || s[7] != '-'
+        || ictl_digits(s + 8, 2, &d))
+    {
+        return -1;
+    }
+
+    s += 10;
+
+    if (*s == 'T' || *s == 't' || *s == ' ') {
+        s++;
+        if (ictl_digits(s, 2, &h) || s[2] != ':'
+            || ictl_digits(s + 3, 2, &mi))
+        {
+            return -1;
+        }
+        s += 5;
+
+        if (*s == ':') {
+            if (ictl_digits(s + 1, 2, &sec)) {
+                return -1;
+            }
+            s += 3;
+
+            if (*s == '.') {
+                s++;
+                if (!isdigit((unsigned char) *s)) {
+                    return -1;
+                }
+                for (f = 0.1; isdigit((unsigned char) *s); s++, f /= 10) {
+                    frac += (*s - '0') * f;
+                }
+            }
+        }
+
+        if (*s == 'Z' || *s == 'z') {
+            s++;
+
+        } else if (*s == '+' || *s == '-') {
+            sign = (*s == '-') ? -1 : 1;
+            if (ictl_digits(s + 1, 2, &zh)) {
+                return -1;
+            }
+            s += 3;
+            if (*s == ':') {
+                s++;
+            }
+            if (ictl_digits(s, 2, &zm)) {
+                return -1;
+            }
+            s += 2;
+            frac -= sign * (zh * 3600 + zm * 60);
+        }
+    }
+
+    if (*s != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23
+        || mi > 59 || sec > 60)
+    {
+        return -1;
+    }
+
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+
+    *t = (double) timegm(&tm) + frac;
+
+    /* 2026-02-31 is not a date */
+    {
+        struct tm  back;
+        time_t     whole = timegm(&tm);
+
+        gmtime_r(&whole, &back);
+        if (back.tm_mday != d) {
+            return -1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ictl_num(double v, char *buf, size_t size)
+{
+    if (v == (double) (long long) v) {
+        snprintf(buf, size, "%lld", (long long) v);
+
+    } else {
+        snprintf(buf, size, "%.6f", v);
+    }
+}
+
+
+static char *
+ictl_dump(json_t *v)
+{
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+}
+
+
+/* {"f1":v1,...} of the named fields in this order; absent ones null */
+static char *
+ictl_object(json_t *obj, const char **fields, int closed)
+{
+    int      i;
+    char    *v, *k, *out;
+    size_t   len, size;
+    json_t  *jk;
+
+    size = 256;
+    out = malloc(size);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    len = 0;
+    out[len++] = '{';
+
+    for (i = 0; fields[i]; i++) {
+        v = ictl_dump(json_object_get(obj, fields[i]) ? json_object_get(obj,
+                      fields[i]) : json_null());
+        jk = json_string(fields[i]);
+        k = ictl_dump(jk);
+        json_decref(jk);
+
+        if (v == NULL || k == NULL) {
+            free(v);
+            free(k);
+            free(out);
+            return NULL;
+        }
+
+        while (len + strlen(k) + strlen(v) + 4 > size) {
+            size *= 2;
+            out = realloc(out, size);
+            if (out == NULL) {
+                return NULL;
+            }
+        }
+
+        if (i) {
+            out[len++] = ',';
+        }
+
+        len += sprintf(out + len, "%s:%s", k, v);
+        free(k);
+        free(v);
+    }
+
+    if (closed) {
+        out[len++] = '}';
+    }
+
+    out[len] = '\0';
+
+    return out;
+}
+
+
+static int
+ictl_random_text(char *out, size_t n, const char *alphabet, unsigned m)
+{
+    size_t         i;
+    unsigned char  b;
+    unsigned       limit;
+
+    /* rejection sampling: no modulo bias */
+    limit = 256 - 256 % m;
+
+    for (i = 0; i < n; /* void */) {
+        if (getrandom(&b, 1, 0) != 1) {
+            return -1;
+        }
+        if (b < limit) {
+            out[i++] = alphabet[b % m];
+        }
+    }
+
+    out[n] = '\0';
+
+    return 0;
+}
+
+
+/* -- keys -------------------------------------------------------------- */
+
+typedef struct {
+    const char  *org;
+    const char  *name;
+    const char  *scopes;      /* comma-separated */
+    const char  *expires;
+    const char  *allow_ip;
+    const char  *rate_limit;
+    const char  *env;
+    int          json;
+} ictl_key_opts_t;
+
+
+static void
+ictl_print_key(ictl_key_opts_t *o, const char *key, const char *id,
+    const char *scopes, time_t created, time_t expires, const char *ips,
+    long rate, int json)
+{
+    char    buf[64], *out, *tok, *copy, *save;
+    json_t  *j, *a;
+
+    if (json) {
+        j = json_object();
+        json_object_set_new(j, "key", json_string(key));
+        json_object_set_new(j, "id", json_string(id));
+        json_object_set_new(j, "org", json_string(o->org));
+        json_object_set_new(j, "name", json_string(o->name));
+        a = json_array();
+        copy = strdup(scopes);
+        for (tok = strtok_r(copy, " ", &save); tok;
+             tok = strtok_r(NULL, " ", &save))
+        {
+            json_array_append_new(a, json_string(tok));
+        }
+        free(copy);
+        json_object_set_new(j, "scopes", a);
+        json_object_set_new(j, "env", json_string(o->env));
+        ictl_iso(created, buf, sizeof(buf));
+        json_object_set_new(j, "created", json_string(buf));
+        if (expires) {
+            ictl_iso(expires, buf, sizeof(buf));
+            json_object_set_new(j, "expires", json_string(buf));
+        } else {
+            json_object_set_new(j, "expires", json_null());
+        }
+        a = json_array();
+        copy = strdup(ips);
+        for (tok = strtok_r(copy, ", ", &save); tok;
+             tok = strtok_r(NULL, ", ", &save))
+        {
+            json_array_append_new(a, json_string(tok));
+        }
+        free(copy);
+        json_object_set_new(j, "allowIps", a);
+        json_object_set_new(j, "rateLimit",
+                            rate ? json_integer(rate) : json_null());
+        out = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        puts(out);
+        free(out);
+        json_decref(j);
+        return;
+    }
+
+    printf("API key created. It is shown only this once; store it now:\n\n"
+           "    %s\n\n", key);
+    printf("id:      %s\norg:     %s\nname:    %s\nscopes:  %s\nenv:     %s\n",
+           id, o->org, o->name, scopes, o->env);
+    if (expires) {
+        ictl_iso(expires, buf, sizeof(buf));
+        printf("expires: %s\n", buf);
+    } else {
+        printf("expires: never\n");
+    }
+    if (*ips) {
+        printf("allow:   %s\n", ips);
+    }
+    if (rate) {
+        printf("limit:   %ld per window\n", rate);
+    }
+}
+
+
+static int
+ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
+{
+    int          attempt, rc;
+    char         scopes[1024], nets[4096], id[9], rnd[33], key[128],
+                 sum[8], hash[65], created_s[32], expires_s[32], score[32],
+                 now_s[32], rate_s[32], active[256], all[256], rec[256],
+                 max[8];
+    const char  *argv[40], *p;
+    size_t       i, n;
+    long         rate;
+    time_t       now, expires;
+    double       t;
+    uint64_t     ms;
+    redisReply  *r;
+
+    if (!o->org || !ictl_name_ok(o->org)) {
+        ictl_error("--org is required: 1-64 of A-Z a-z 0-9 _ . -");
+        return ICTL_BAD_INPUT;
+    }
+
+    if (!o->name || !*o->name || strlen(o->name) > 128) {
+        ictl_error("--name is required (at most 128 characters)");
+        return ICTL_BAD_INPUT;
+    }
+
+    if (strcmp(o->env, "live") != 0 && strcmp(o->env, "test") != 0) {
+        ictl_error("--env must be live or test");
+        return ICTL_BAD_INPUT;
+    }
+
+    /* scopes: comma-separated tokens, stored space-separated */
+    n = 0;
+    for (p = o->scopes; *p; p++) {
+        if (*p == ' ' || *p == '"' || *p == '\\' || (unsigned char) *p < 0x21
+            || (unsigned char) *p >= 0x7f)
+        {
+            ictl_error("invalid --scopes \"%s\"", o->scopes);
+            return ICTL_BAD_INPUT;
+        }
+        if (n + 2 >= sizeof(scopes)) {
+            ictl_error("--scopes is too long");
+            return ICTL_BAD_INPUT;
+        }
+        if (*p == ',') {
+            if (n == 0 || scopes[n - 1] == ' ' || p[1] == '\0') {
+                ictl_error("invalid --scopes \"%s\"", o->scopes);
+                return ICTL_BAD_INPUT;
+            }
+            scopes[n++] = ' ';
+        } else {
+            scopes[n++] = *p;
+        }
+    }
+    scopes[n] = '\0';
+
+    if (n == 0) {
+        ictl_error("--scopes is empty");
+        return ICTL_BAD_INPUT;
+    }
+
+    nets[0] = '\0';
+    if (o->allow_ip && *o->allow_ip
+        && ngx_integrations_ip_list_nets((const unsigned char *) o->allow_ip,
+                                         strlen(o->allow_ip), nets,
+                                         sizeof(nets)) != 0)
+    {
+        ictl_error("invalid --allow-ip \"%s\"", o->allow_ip);
+        return ICTL_BAD_INPUT;
+    }
+
+    rate = 0;
+    if (o->rate_limit) {
+        char  *end;
+
+        rate = strtol(o->rate_limit, &end, 10);
+        if (*end || rate <= 0 || rate > 1000000000) {
+            ictl_error("--rate-limit must be a positive integer");
+            return ICTL_BAD_INPUT;
+        }
+    }
+
+    now = time(NULL);
+    expires = 0;
+
+    if (o->expires) {
+        if (ngx_integrations_duration_parse((const unsigned char *) o->expires,
+                                            strlen(o->expires), &ms) == 0)
+        {
+            expires = now + (time_t) (ms / 1000);
+
+        } else if (ictl_parse_iso(o->expires, &t) == 0) {
+            expires = (time_t) t;
+
+        } else {
+            ictl_error("invalid --expires \"%s\": ISO-8601 or a duration "
+                       "such as 90d", o->expires);
+            return ICTL_BAD_INPUT;
+        }
+
+        if (expires <= now) {
+            ictl_error("--expires is in the past");
+            return ICTL_BAD_INPUT;
+        }
+    }
+
+    snprintf(now_s, sizeof(now_s), "%ld", (long) now);
+    snprintf(created_s, sizeof(created_s), "%ld", (long) now);
+    snprintf(expires_s, sizeof(expires_s), "%ld", (long) expires);
+    snprintf(score, sizeof(score), "%s", expires ? expires_s : "+inf");
+    snprintf(rate_s, sizeof(rate_s), "%ld", rate);
+    snprintf(active, sizeof(active), "%s{o:%s}:active", ctx->prefix, o->org);
+    snprintf(all, sizeof(all), "%s{o:%s}:keys", ctx->prefix, o->org);
+    snprintf(max, sizeof(max), "%d", ICTL_MAX_KEYS);
+
+    for (attempt = 0; attempt < 5; attempt++) {
+        if (ictl_random_text(id, 8, "abcdefghijklmnopqrstuvwxyz0123456789",
+                             36) != 0
+            || ictl_random_text(rnd, 32, ictl_base62, 62) != 0)
+        {
+            ictl_error("no randomness from the OS: %s", strerror(errno));
+            return ICTL_REDIS;
+        }
+
+        n = snprintf(key, sizeof(key), "%s_%s_%s_%s", ctx->key_prefix,
+                     o->env, id, rnd);
+        ngx_integrations_key_checksum((unsigned char *) key, n,
+                                      (unsigned char *) sum);
+        memcpy(key + n, sum, 6);
+        key[n + 6] = '\0';
+
+        if (ngx_integrations_key_hash((unsigned char *) key, n + 6,
+                                      (const unsigned char *) ctx->pepper,
+                                      strlen(ctx->pepper),
+                                      (unsigned char *) hash) != 0)
+        {
+            ictl_error("hashing failed");
+            return ICTL_REDIS;
+        }
+        hash[64] = '\0';
+
+        argv[0] = "2";
+        argv[1] = active;
+        argv[2] = all;
+        argv[3] = now_s;
+        argv[4] = id;
+        argv[5] = score;
+        argv[6] = created_s;
+        argv[7] = max;
+
+        r = ictl_eval(ctx, ictl_reserve_lua, 8, argv);
+        if (r == NULL) {
+            return ICTL_REDIS;
+        }
+
+        rc = (int) r->integer;
+        freeReplyObject(r);
+
+        if (rc == 0) {
+            ictl_error("organization %s already has %d active keys; revoke "
+                       "one first", o->org, ICTL_MAX_KEYS);
+            return ICTL_BAD_INPUT;
+        }
+
+        snprintf(rec, sizeof(rec), "%s{k:%s}", ctx->prefix, id);
+
+        i = 0;
+        argv[i++] = "1";
+        argv[i++] = rec;
+#define ictl_field(k, v)  argv[i++] = k; argv[i++] = v
+        ictl_field("hash", hash);
+        ictl_field("org", o->org);
+        ictl_field("name", o->name);
+        ictl_field("scopes", scopes);
+        ictl_field("status", "active");
+        ictl_field("created", created_s);
+        ictl_field("expires", expires_s);
+        ictl_field("last_used", "0");
+        ictl_field("ips", o->allow_ip ? o->allow_ip : "");
+        ictl_field("nets", nets);
+        ictl_field("rate_limit", rate ? rate_s : "");
+        ictl_field("env", o->env);
+        ictl_field("prefix", ctx->key_prefix);
+#undef ictl_field
+
+        r = ictl_eval(ctx, ictl_record_lua, (int) i, argv);
+        if (r == NULL) {
+            return ICTL_REDIS;
+        }
+
+        rc = (int) r->integer;
+        freeReplyObject(r);
+
+        if (rc == 1) {
+            if (new_id) {
+                strcpy(new_id, id);
+            }
+
+            ictl_print_key(o, key, id, scopes, now, expires,
+                           o->allow_ip ? o->allow_ip : "", rate, o->json);
+            memset(key, 0, sizeof(key));
+            return ICTL_OK;
+        }
+
+        /* the id exists already: give the slot back, draw another */
+        freeReplyObject(redisCommand(ctx->rc, "ZREM %s %s", active, id));
+        freeReplyObject(redisCommand(ctx->rc, "ZREM %s %s", all, id));
+    }
+
+    ictl_error("could not find a free key id");
+    return ICTL_REDIS;
+}
+
+
+static const char *
+ictl_field_of(redisReply *h, const char *name)
+{
+    size_t  i;
+
+    if (h == NULL || h->type != REDIS_REPLY_ARRAY) {
+        return NULL;
+    }
+
+    for (i = 0; i + 1 < h->elements; i += 2) {
+        if (strcmp(h->element[i]->str, name) == 0) {
+            return h->element[i + 1]->str;
+        }
+    }
+
+    return NULL;
+}
+
+
+static int
+ictl_keys_list(ictl_t *ctx, const char *org, int json)
+{
+    char         all[256], when[32], used[32], *out;
+    size_t       i;
+    time_t       now, exp, lu, created;
+    json_t      *arr, *j;
+    redisReply  *ids, *h;
+    const char  *status, *f;
+
+    snprintf(all, sizeof(all), "%s{o:%s}:keys", ctx->prefix, org);
+
+    ids = ictl_check(ctx, redisCommand(ctx->rc, "ZRANGE %s 0 -1", all),
+                     "ZRANGE");
+    if (ids == NULL) {
+        return ICTL_REDIS;
+    }
+
+    for (i = 0; i < ids->elements; i++) {
+        redisAppendCommand(ctx->rc, "HGETALL %s{k:%s}", ctx->prefix,
+                           ids->element[i]->str);
+    }
+
+    now = time(NULL);
+    arr = json_array();
+
+    if (!json) {
+        printf("%-8s  %-24s  %-28s  %-20s  %-20s  %-7s  %s\n", "ID", "NAME",
+               "KEY", "CREATED", "LAST USED", "STATUS", "SCOPES");
+    }
+
+    for (i = 0; i < ids->elements; i++) {
+        h = NULL;
+        if (redisGetReply(ctx->rc, (void **) &h) != REDIS_OK
+            || ictl_check(ctx, h, "HGETALL") == NULL)
+        {
+            freeReplyObject(ids);
+            json_decref(arr);
+            return ICTL_REDIS;
+        }
+
+        if (h->elements == 0) {
+            freeReplyObject(h);
+            continue;
+        }
+
+        f = ictl_field_of(h, "expires");
+        exp = f ? atol(f) : 0;
+        f = ictl_field_of(h, "last_used");
+        lu = f ? atol(f) : 0;
+        f = ictl_field_of(h, "created");
+        created = f ? atol(f) : 0;
+        f = ictl_field_of(h, "status");
+        status = (f && strcmp(f, "active") != 0) ? "revoked"
+                 : (exp && exp <= now) ? "expired" : "active";
+
+        ictl_iso(created, when, sizeof(when));
+        if (lu) {
+            ictl_iso(lu, used, sizeof(used));
+        } else {
+            strcpy(used, "never");
+        }
+
+#define ictl_get(n)  (ictl_field_of(h, n) ? ictl_field_of(h, n) : "")
+        if (json) {
+            j = json_object();
+            json_object_set_new(j, "id", json_string(ids->element[i]->str));
+            json_object_set_new(j, "name", json_string(ictl_get("name")));
+            out = malloc(64);
+            snprintf(out, 64, "%s_%s_%s_\xe2\x80\xa6", ictl_get("prefix"),
+                     ictl_get("env"), ids->element[i]->str);
+            json_object_set_new(j, "key", json_string(out));
+            free(out);
+            json_object_set_new(j, "env", json_string(ictl_get("env")));
+            json_object_set_new(j, "scopes", json_string(ictl_get("scopes")));
+            json_object_set_new(j, "created", json_string(when));
+            json_object_set_new(j, "lastUsed",
+                                lu ? json_string(used) : json_null());
+            if (exp) {
+                ictl_iso(exp, when, sizeof(when));
+                json_object_set_new(j, "expires", json_string(when));
+            } else {
+                json_object_set_new(j, "expires", json_null());
+            }
+            json_object_set_new(j, "status", json_string(status));
+            json_object_set_new(j, "allowIps", json_string(ictl_get("ips")));
+            json_array_append_new(arr, j);
+
+        } else {
+            char  disp[64];
+
+            snprintf(disp, sizeof(disp), "%s_%s_%s_...", ictl_get("prefix"),
+                     ictl_get("env"), ids->element[i]->str);
+            printf("%-8s  %-24.24s  %-28s  %-20s  %-20s  %-7s  %s\n",
+                   ids->element[i]->str, ictl_get("name"), disp, when, used,
+                   status, ictl_get("scopes"));
+        }
+#undef ictl_get
+
+        freeReplyObject(h);
+    }
+
+    if (json) {
+        out = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        puts(out);
+        free(out);
+    }
+
+    json_decref(arr);
+    freeReplyObject(ids);
+
+    return ICTL_OK;
+}
+
+
+/* the record of id if it belongs to org; NULL (and a message) if not */
+static redisReply *
+ictl_key_of_org(ictl_t *ctx, const char *org, const char *id, int *rc)
+{
+    const char  *f;
+    redisReply  *h;
+
+    *rc = ICTL_BAD_INPUT;
+
+    if (strlen(id) != 8 || !ictl_name_ok(id)) {
+        ictl_error("no key %s in organization %s", id, org);
+        return NULL;
+    }
+
+    h = ictl_check(ctx, redisCommand(ctx->rc, "HGETALL %s{k:%s}", ctx->prefix,
+                                     id), "HGETALL");
+    if (h == NULL) {
+        *rc = ICTL_REDIS;
+        return NULL;
+    }
+
+    f = ictl_field_of(h, "org");
+
+    if (f == NULL || strcmp(f, org) != 0) {
+        ictl_error("no key %s in organization %s", id, org);
+        freeReplyObject(h);
+        return NULL;
+    }
+
+    return h;
+}
+
+
+static int
+ictl_revoke(ictl_t *ctx, const char *org, const char *id)
+{
+    redisReply  *r;
+
+    /* the record first: every node sees it on the next request */
+    r = ictl_check(ctx, redisCommand(ctx->rc, "HSET %s{k:%s} status revoked",
+                                     ctx->prefix, id), "HSET");
+    if (r == NULL) {
+        return ICTL_REDIS;
+    }
+    freeReplyObject(r);
+
+    r = ictl_check(ctx, redisCommand(ctx->rc, "ZREM %s{o:%s}:active %s",
+                                     ctx->prefix, org, id), "ZREM");
+    if (r == NULL) {
+        return ICTL_REDIS;
+    }
+    freeReplyObject(r);
+
+    return ICTL_OK;
+}
+
+
+static int
+ictl_keys_revoke(ictl_t *ctx, const char *org, const char *id)
+{
+    int          rc;
+    redisReply  *h;
+
+    h = ictl_key_of_org(ctx, org, id, &rc);
+    if (h == NULL) {
+        return rc;
+    }
+
+    freeReplyObject(h);
+
+    rc = ictl_revoke(ctx, org, id);
+    if (rc == ICTL_OK) {
+        printf("revoked %s\n", id);
+    }
+
+    return rc;
+}
+
+
+static int
+ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
+    const char *grace)
+{
+    int              rc;
+    char             scopes[1024], *p, exp_s[32];
+    time_t           now, old_exp, new_exp;
+    uint64_t         ms;
+    redisReply      *h, *r;
+    const char      *f;
+    ictl_key_opts_t  n;
+
+    if (ngx_integrations_duration_parse((const unsigned char *) grace,
+                                        strlen(grace), &ms) != 0)
+    {
+        ictl_error("invalid --grace \"%s\"", grace);
+        return ICTL_BAD_INPUT;
+    }
+
+    h = ictl_key_of_org(ctx, o->org, id, &rc);
+    if (h == NULL) {
+        return rc;
+    }
+
+    f = ictl_field_of(h, "status");
+    if (f == NULL || strcmp(f, "active") != 0) {
+        ictl_error("key %s is revoked", id);
+        freeReplyObject(h);
+        return ICTL_BAD_INPUT;
+    }
+
+    n = *o;
+    n.name = strdup(ictl_field_of(h, "name") ? ictl_field_of(h, "name") : id);
+    snprintf(scopes, sizeof(scopes), "%s",
+             ictl_field_of(h, "scopes") ? ictl_field_of(h, "scopes") : "");
+    for (p = scopes; *p; p++) {
+        if (*p == ' ') {
+            *p = ',';
+        }
+    }
+    n.scopes = scopes;
+    n.env = strdup(ictl_field_of(h, "env") ? ictl_field_of(h, "env") : "live");
+    f = ictl_field_of(h, "ips");
+    n.allow_ip = (f && *f) ? strdup(f) : NULL;
+    f = ictl_field_of(h, "rate_limit");
+    n.rate_limit = (f && *f) ? strdup(f) : NULL;
+    f = ictl_field_of(h, "expires");
+    old_exp = f ? atol(f) : 0;
+    n.expires = NULL;
+    freeReplyObject(h);
+
+    now = time(NULL);
+
+    if (ms == 0) {
+        /* the old key goes now, and its slot with it */
+        rc = ictl_revoke(ctx, o->org, id);
+        if (rc != ICTL_OK) {
+            return rc;
+        }
+
+        return ictl_keys_create(ctx, &n, NULL);
+    }
+
+    rc = ictl_keys_create(ctx, &n, NULL);
+    if (rc != ICTL_OK) {
+        if (rc == ICTL_BAD_INPUT) {
+            ictl_error("rotate with --grace 0, or revoke a key first");
+        }
+        return rc;
+    }
+
+    new_exp = now + (time_t) (ms / 1000);
+    if (old_exp && old_exp < new_exp) {
+        new_exp = old_exp;
+    }
+
+    snprintf(exp_s, sizeof(exp_s), "%ld", (long) new_exp);
+
+    r = ictl_check(ctx, redisCommand(ctx->rc, "HSET %s{k:%s} expires %s",
+                                     ctx->prefix, id, exp_s), "HSET");
+    if (r == NULL) {
+        return ICTL_REDIS;
+    }
+    freeReplyObject(r);
+
+    r = ictl_check(ctx, redisCommand(ctx->rc, "ZADD %s{o:%s}:active XX %s %s",
+                                     ctx->prefix, o->org, exp_s, id), "ZADD");
+    if (r == NULL) {
+        return ICTL_REDIS;
+    }
+    freeReplyObject(r);
+
+    if (!o->json) {
+        ictl_iso(new_exp, exp_s, sizeof(exp_s));
+        printf("old key %s expires at %s\n", id, exp_s);
+    }
+
+    return ICTL_OK;
+}
+
+
+/* -- data import ------------------------------------------------------- */
+
+static const char  *ictl_event_fields[] = {
+    "id", "slug", "title", "starts", "ends", "status", "published",
+    "passCount", "revenue", "updated", NULL
+};
+
+static const char  *ictl_attendee_fields[] = {
+    "id", "name", "email", "phone", "createdTime", "promo", "scanned",
+    "reference", "identifier", "category", "categoryId", "amount", "paid",
+    "customFields", "updated", NULL
+};
+
+
+typedef struct {
+    ictl_t      *ctx;
+    const char  *org;
+    const char  *env;
+    char         D[256];
+    json_t      *slugs;      /* slug -> padded id, this file and Redis */
+    json_t      *redis_ids;  /* slug -> id known in Redis, or null */
+    long         line;
+    int          errors;
+    char         iso_now[32];
+    double       now;
+    long         events;
+    long         attendees;
+    long         deletions;
+} ictl_import_t;
+
+
+static void
+ictl_bad(ictl_import_t *im, const char *fmt, ...)
+{
+    va_list  args;
+
+    im->errors++;
+
+    if (im->errors > ICTL_MAX_ERRORS) {
+        return;
+    }
+
+    fprintf(stderr, "integrationsctl: line %ld: ", im->line);
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+    fputc('\n', stderr);
+}
+
+
+static int
+ictl_slug_ok(const char *s)
+{
+    size_t  i, n;
+
+    n = strlen(s);
+    if (n == 0 || n > 128 || !(islower((unsigned char) s[0])
+                               || isdigit((unsigned char) s[0])))
+    {
+        return 0;
+    }
+
+    for (i = 1; i < n; i++) {
+        if (!islower((unsigned char) s[i]) && !isdigit((unsigned char) s[i])
+            && s[i] != '-' && s[i] != '_')
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static int
+ictl_id_ok(json_t *v)
+{
+    return json_is_integer(v) && json_integer_value(v) >= 0;
+}
+
+
+static int
+ictl_time_ok(ictl_import_t *im, json_t *obj, const char *f, int required)
+{
+    double   t;
+    json_t  *v;
+
+    v = json_object_get(obj, f);
+
+    if (v == NULL || json_is_null(v)) {
+        if (required) {
+            ictl_bad(im, "\"%s\" is required", f);
+            return 0;
+        }
+        return 1;
+    }
+
+    if (!json_is_string(v) || ictl_parse_iso(json_string_value(v), &t) != 0) {
+        ictl_bad(im, "\"%s\" must be an ISO-8601 date-time", f);
+        return 0;
+    }
+
+    return 1;
+}
+
+
+/* the event id a slug maps to in Redis (cached), or NULL */
+static const char *
+ictl_redis_slug(ictl_import_t *im, const char *slug)
+{
+    json_t      *v;
+    redisReply  *r;
+
+    v = json_object_get(im->redis_ids, slug);
+    if (v) {
+        return json_is_string(v) ? json_string_value(v) : NULL;
+    }
+
+    r = redisCommand(im->ctx->rc, "HGET %s:slugs %s", im->D, slug);
+    if (r && r->type == REDIS_REPLY_STRING) {
+        json_object_set_new(im->redis_ids, slug, json_string(r->str));
+    } else {
+        json_object_set_new(im->redis_ids, slug, json_null());
+    }
+
+    if (r) {
+        freeReplyObject(r);
+    }
+
+    v = json_object_get(im->redis_ids, slug);
+
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+
+static const char *
+ictl_event_of(ictl_import_t *im, json_t *obj)
+{
+    json_t      *ev, *v;
+    const char  *slug;
+
+    ev = json_object_get(obj, "event");
+    if (!json_is_string(ev)) {
+        ictl_bad(im, "\"event\" (the event's slug) is required");
+        return NULL;
+    }
+
+    slug = json_string_value(ev);
+    v = json_object_get(im->slugs, slug);
+    if (v) {
+        return json_string_value(v);
+    }
+
+    if (ictl_redis_slug(im, slug)) {
+        return ictl_redis_slug(im, slug);
+    }
+
+    ictl_bad(im, "unknown event \"%s\" (import the event first)", slug);
+
+    return NULL;
+}
+
+
+static void
+ictl_validate(ictl_import_t *im, json_t *obj)
+{
+    char         pad[32];
+    json_t      *kind, *v;
+    const char  *k, *slug, *known;
+
+    kind = json_object_get(obj, "kind");
+    k = json_is_string(kind) ? json_string_value(kind) : "";
+
+    if (strcmp(k, "event") == 0) {
+        v = json_object_get(obj, "id");
+        if (!ictl_id_ok(v)) {
+            ictl_bad(im, "\"id\" must be a non-negative integer");
+            return;
+        }
+
+        snprintf(pad, sizeof(pad), "%020lld", (long long) json_integer_value(v));
+
+        v = json_object_get(obj, "slug");
+        if (!json_is_string(v) || !ictl_slug_ok(json_string_value(v))) {
+            ictl_bad(im, "\"slug\" must match [a-z0-9][a-z0-9_-]*");
+            return;
+        }
+        slug = json_string_value(v);
+
+        v = json_object_get(obj, "title");
+        if (!json_is_string(v)) {
+            ictl_bad(im, "\"title\" must be a string");
+        }
+
+        ictl_time_ok(im, obj, "starts", 1);
+        ictl_time_ok(im, obj, "ends", 0);
+        ictl_time_ok(im, obj, "updated", 0);
+
+        v = json_object_get(obj, "ticketTypes");
+        if (v && !json_is_array(v)) {
+            ictl_bad(im, "\"ticketTypes\" must be an array");
+        }
+        v = json_object_get(obj, "availability");
+        if (v && !json_is_object(v)) {
+            ictl_bad(im, "\"availability\" must be an object");
+        }
+        v = json_object_get(obj, "eventFields");
+        if (v && !json_is_array(v)) {
+            ictl_bad(im, "\"eventFields\" must be an array");
+        }
+        v = json_object_get(obj, "categoryFields");
+        if (v && !json_is_array(v)) {
+            ictl_bad(im, "\"categoryFields\" must be an array");
+        }
+
+        known = json_string_value(json_object_get(im->slugs, slug));
+        if (known == NULL) {
+            known = ictl_redis_slug(im, slug);
+        }
+
+        if (known && strcmp(known, pad) != 0) {
+            ictl_bad(im, "slug \"%s\" belongs to another event", slug);
+            return;
+        }
+
+        json_object_set_new(im->slugs, slug, json_string(pad));
+        return;
+    }
+
+    if (strcmp(k, "attendee") == 0) {
+        ictl_event_of(im, obj);
+
+        if (!ictl_id_ok(json_object_get(obj, "id"))) {
+            ictl_bad(im, "\"id\" must be a non-negative integer");
+        }
+
+        ictl_time_ok(im, obj, "createdTime", 1);
+        ictl_time_ok(im, obj, "updated", 0);
+
+        v = json_object_get(obj, "promo");
+        if (v && !json_is_boolean(v) && !json_is_null(v)) {
+            ictl_bad(im, "\"promo\" must be true or false");
+        }
+        v = json_object_get(obj, "scanned");
+        if (v && !json_is_boolean(v) && !json_is_null(v)) {
+            ictl_bad(im, "\"scanned\" must be true or false");
+        }
+        v = json_object_get(obj, "categoryId");
+        if (v && !json_is_null(v) && !ictl_id_ok(v)) {
+            ictl_bad(im, "\"categoryId\" must be a non-negative integer");
+        }
+        return;
+    }
+
+    if (strcmp(k, "delete_attendee") == 0) {
+        ictl_event_of(im, obj);
+        if (!ictl_id_ok(json_object_get(obj, "id"))) {
+            ictl_bad(im, "\"id\" must be a non-negative integer");
+        }
+        return;
+    }
+
+    ictl_bad(im, "\"kind\" must be event, attendee or delete_attendee");
+}
+
+
+static char *
+ictl_lower(const char *s)
+{
+    char  *out, *p;
+
+    out = strdup(s ? s : "");
+    if (out == NULL) {
+        return NULL;
+    }
+
+    /* ASCII only, as the handlers lower the query */
+    for (p = out; *p; p++) {
+        if (*p >= 'A' && *p <= 'Z') {
+            *p = (char) (*p - 'A' + 'a');
+        }
+    }
+
+    return out;
+}
+
+
+static const char *
+ictl_str(json_t *obj, const char *f)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, f);
+
+    return json_is_string(v) ? json_string_value(v) : "";
+}
+
+
+static void
+ictl_epoch_of(json_t *obj, const char *f, char *buf, size_t size)
+{
+    double  t;
+
+    if (json_is_string(json_object_get(obj, f))
+        && ictl_parse_iso(ictl_str(obj, f), &t) == 0)
+    {
+        ictl_num(t, buf, size);
+    } else {
+        buf[0] = '\0';
+    }
+}
+
+
+typedef struct {
+    char         sha[5][41];
+    long         queued;
+} ictl_pipe_t;
+
+
+static int
+ictl_drain(ictl_import_t *im, ictl_pipe_t *pp)
+{
+    int          rc;
+    redisReply  *r;
+
+    rc = ICTL_OK;
+
+    while (pp->queued > 0) {
+        r = NULL;
+        if (redisGetReply(im->ctx->rc, (void **) &r) != REDIS_OK) {
+            ictl_error("Redis: %s", im->ctx->rc->errstr);
+            return ICTL_REDIS;
+        }
+        pp->queued--;
+
+        if (r->type == REDIS_REPLY_ERROR) {
+            ictl_error("Redis: %s", r->str);
+            rc = ICTL_REDIS;
+        }
+
+        freeReplyObject(r);
+    }
+
+    return rc;
+}
+
+
+static int
+ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
+{
+    int          argc, i;
+    char        *item, *detail, *search, *s;
+    char         pad[32], starts[32], ends[32], upd[32], E[320], cat[32],
+                 ct[32];
+    size_t       lens[32];
+    json_t      *v;
+    const char  *argv[32], *k, *names[4] = {
+                     "ticketTypes", "availability", "eventFields",
+                     "categoryFields" };
+    char        *extra[4];
+    const char  *id;
+    int          rc;
+
+    k = ictl_str(obj, "kind");
+    item = detail = search = NULL;
+    memset(extra, 0, sizeof(extra));
+    rc = ICTL_OK;
+
+    if (!json_object_get(obj, "updated") && strcmp(k, "delete_attendee")) {
+        json_object_set_new(obj, "updated", json_string(im->iso_now));
+    }
+
+    if (strcmp(k, "event") == 0) {
+        snprintf(pad, sizeof(pad), "%020lld",
+                 (long long) json_integer_value(json_object_get(obj, "id")));
+
+        item = ictl_object(obj, ictl_event_fields, 1);
+
+        /* detail: the item's fields, then the rest as given */
+        {
+            json_t      *rest;
+            const char  *key;
+            char        *tail;
+            size_t       n;
+
+            rest = json_object();
+            json_object_foreach(obj, key, v) {
+                int  j, skip = 0;
+
+                for (j = 0; ictl_event_fields[j]; j++) {
+                    if (strcmp(key, ictl_event_fields[j]) == 0) {
+                        skip = 1;
+                    }
+                }
+                for (j = 0; j < 4; j++) {
+                    if (strcmp(key, names[j]) == 0) {
+                        skip = 1;
+                    }
+                }
+                if (!skip && strcmp(key, "kind") != 0) {
+                    json_object_set(rest, key, v);
+                }
+            }
+
+            s = ictl_object(obj, ictl_event_fields, 0);
+            tail = json_object_size(rest) ? ictl_dump(rest) : NULL;
+            json_decref(rest);
+
+            n = strlen(s) + (tail ? strlen(tail) : 0) + 2;
+            detail = malloc(n);
+            if (tail) {
+                /* "{...}" of the rest, spliced in without its braces */
+                snprintf(detail, n, "%s,%.*s", s, (int) strlen(tail) - 2,
+                         tail + 1);
+            } else {
+                snprintf(detail, n, "%s", s);
+            }
+            free(s);
+            free(tail);
+        }
+
+        s = malloc(strlen(ictl_str(obj, "title"))
+                   + strlen(ictl_str(obj, "slug")) + 2);
+        sprintf(s, "%s\n%s", ictl_str(obj, "title"), ictl_str(obj, "slug"));
+        search = ictl_lower(s);
+        free(s);
+
+        ictl_epoch_of(obj, "starts", starts, sizeof(starts));
+        ictl_epoch_of(obj, "ends", ends, sizeof(ends));
+        ictl_epoch_of(obj, "updated", upd, sizeof(upd));
+
+        argc = 0;
+        argv[argc++] = "EVALSHA";
+        argv[argc++] = pp->sha[0];
+        argv[argc++] = "1";
+        argv[argc++] = im->D;
+        argv[argc++] = pad;
+        argv[argc++] = ictl_str(obj, "slug");
+        argv[argc++] = item;
+        argv[argc++] = detail;
+        argv[argc++] = search;
+        argv[argc++] = starts;
+        argv[argc++] = ends;
+        argv[argc++] = ictl_str(obj, "status");
+        v = json_object_get(obj, "published");
+        argv[argc++] = json_is_true(v) ? "1" : "0";
+        argv[argc++] = upd;
+
+        for (i = 0; i < 4; i++) {
+            v = json_object_get(obj, names[i]);
+            if (v) {
+                extra[i] = ictl_dump(v);
+            }
+            argv[argc++] = v ? "1" : "0";
+            argv[argc++] = v ? extra[i] : "";
+        }
+
+        im->events++;
+
+    } else {
+        id = json_string_value(json_object_get(im->slugs,
+                                               ictl_str(obj, "event")));
+        if (id == NULL) {
+            id = ictl_redis_slug(im, ictl_str(obj, "event"));
+        }
+
+        snprintf(E, sizeof(E), "%s:ev:%s", im->D, id);
+        snprintf(pad, sizeof(pad), "%020lld",
+                 (long long) json_integer_value(json_object_get(obj, "id")));
+
+        argc = 0;
+        argv[argc++] = "EVALSHA";
+
+        if (strcmp(k, "delete_attendee") == 0) {
+            argv[argc++] = pp->sha[2];
+            argv[argc++] = "1";
+            argv[argc++] = E;
+            argv[argc++] = pad;
+            im->deletions++;
+
+        } else {
+            json_object_del(obj, "kind");
+            json_object_del(obj, "event");
+            item = ictl_object(obj, ictl_attendee_fields, 1);
+
+            s = malloc(strlen(ictl_str(obj, "name"))
+                       + strlen(ictl_str(obj, "email"))
+                       + strlen(ictl_str(obj, "phone"))
+                       + strlen(ictl_str(obj, "reference")) + 4);
+            sprintf(s, "%s\n%s\n%s\n%s", ictl_str(obj, "name"),
+                    ictl_str(obj, "email"), ictl_str(obj, "phone"),
+                    ictl_str(obj, "reference"));
+            search = ictl_lower(s);
+            free(s);
+
+            ictl_epoch_of(obj, "createdTime", ct, sizeof(ct));
+            ictl_epoch_of(obj, "updated", upd, sizeof(upd));
+
+            v = json_object_get(obj, "categoryId");
+            if (json_is_integer(v)) {
+                snprintf(cat, sizeof(cat), "%lld",
+                         (long long) json_integer_value(v));
+            } else {
+                cat[0] = '\0';
+            }
+
+            argv[argc++] = pp->sha[1];
+            argv[argc++] = "1";
+            argv[argc++] = E;
+            argv[argc++] = pad;
+            argv[argc++] = ct;
+            argv[argc++] = item;
+            argv[argc++] = search;
+            argv[argc++] = json_is_true(json_object_get(obj, "scanned"))
+                           ? "1" : "0";
+            argv[argc++] = json_is_true(json_object_get(obj, "promo"))
+                           ? "1" : "0";
+            argv[argc++] = cat;
+            argv[argc++] = upd;
+            im->attendees++;
+        }
+    }
+
+    for (i = 0; i < argc; i++) {
+        if (argv[i] == NULL) {
+            ictl_error("out of memory");
+            rc = ICTL_REDIS;
+            goto done;
+        }
+        lens[i] = strlen(argv[i]);
+    }
+
+    redisAppendCommandArgv(im->ctx->rc, argc, argv, lens);
+    pp->queued++;
+
+    if (pp->queued >= ICTL_BATCH) {
+        rc = ictl_drain(im, pp);
+    }
+
+done:
+
+    free(item);
+    free(detail);
+    free(search);
+    for (i = 0; i < 4; i++) {
+        free(extra[i]);
+    }
+
+    return rc;
+}
+
+
+/* one pass over the file: validate (apply == 0) or write (apply == 1) */
+static int
+ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
+{
+    int            rc;
+    char          *line, *p;
+    size_t         cap;
+    ssize_t        n;
+    json_t        *obj;
+    json_error_t   err;
+
+    line = NULL;
+    cap = 0;
+    im->line = 0;
+    rc = ICTL_OK;
+
+    while ((n = getline(&line, &cap, f)) != -1) {
+        im->line++;
+
+        for (p = line; *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n';
+             p++)
+        {
+            /* void */
+        }
+
+        if (*p == '\0') {
+            continue;
+        }
+
+        obj = json_loadb(line, (size_t) n, JSON_REJECT_DUPLICATES, &err);
+
+        if (pp == NULL) {
+            if (obj == NULL) {
+                ictl_bad(im, "invalid JSON: %s", err.text);
+                continue;
+            }
+
+            if (!json_is_object(obj)) {
+                ictl_bad(im, "a line must be a JSON object");
+            } else {
+                ictl_validate(im, obj);
+            }
+
+        } else {
+            rc = ictl_apply(im, pp, obj);
+        }
+
+        json_decref(obj);
+
+        if (rc != ICTL_OK) {
+            break;
+        }
+    }
+
+    free(line);
+
+    if (pp && rc == ICTL_OK) {
+        rc = ictl_drain(im, pp);
+    }
+
+    return rc;
+}
+
+
+static int
+ictl_data_import(ictl_t *ctx, const char *org, const char *env,
+    const char *path)
+{
+    int            rc, c;
+    FILE          *f;
+    double         t0;
+    ictl_pipe_t    pp;
+    ictl_import_t  im;
+
+    memset(&im, 0, sizeof(im));
+    im.ctx = ctx;
+    im.org = org;
+    im.env = env;
+    snprintf(im.D, sizeof(im.D), "%s{o:%s}:%s", ctx->prefix, org, env);
+    im.slugs = json_object();
+    im.redis_ids = json_object();
+    t0 = ictl_now();
+    im.now = t0;
+    ictl_iso((time_t) t0, im.iso_now, sizeof(im.iso_now));
+
+    if (strcmp(path, "-") == 0) {
+        /* spooled, so that nothing is written before all is checked */
+        f = tmpfile();
+        if (f == NULL) {
+            ictl_error("cannot create a temporary file: %s", strerror(errno));
+            return ICTL_BAD_INPUT;
+        }
+
+        while ((c = getchar()) != EOF) {
+            putc(c, f);
+        }
+
+        rewind(f);
+
+    } else {
+        f = fopen(path, "r");
+        if (f == NULL) {
+            ictl_error("%s: %s", path, strerror(errno));
+            return ICTL_BAD_INPUT;
+        }
+    }
+
+    rc = ictl_pass(&im, f, NULL);
+
+    if (im.errors) {
+        if (im.errors > ICTL_MAX_ERRORS) {
+            ictl_error("... and %d more bad lines", im.errors - ICTL_MAX_ERRORS);
+        }
+        ictl_error("nothing imported: %d bad line%s", im.errors,
+                   im.errors == 1 ? "" : "s");
+        rc = ICTL_BAD_INPUT;
+        goto done;
+    }
+
+    memset(&pp, 0, sizeof(pp));
+
+    if (ictl_load(ctx, ictl_event_lua, pp.sha[0]) != ICTL_OK
+        || ictl_load(ctx, ictl_attendee_lua, pp.sha[1]) != ICTL_OK
+        || ictl_load(ctx, ictl_delete_attendee_lua, pp.sha[2]) != ICTL_OK)
+    {
+        rc = ICTL_REDIS;
+        goto done;
+    }
+
+    rewind(f);
+    rc = ictl_pass(&im, f, &pp);
+
+    if (rc == ICTL_OK) {
+        fprintf(stderr, "imported: %ld events, %ld attendees, %ld deletions "
+                "(%ld lines) in %.2f s\n", im.events, im.attendees,
+                im.deletions, im.line, ictl_now() - t0);
+    }
+
+done:
+
+    fclose(f);
+    json_decref(im.slugs);
+    json_decref(im.redis_ids);
+
+    return rc;
+}
+
+
+static int
+ictl_data_delete(ictl_t *ctx, const char *org, const char *env,
+    const char *slug)
+{
+    char         D[256];
+    const char  *argv[3];
+    redisReply  *r;
+    long long    n;
+
+    snprintf(D, sizeof(D), "%s{o:%s}:%s", ctx->prefix, org, env);
+    argv[0] = "1";
+    argv[1] = D;
+    argv[2] = slug;
+
+    r = ictl_eval(ctx, ictl_delete_event_lua, 3, argv);
+    if (r == NULL) {
+        return ICTL_REDIS;
+    }
+
+    n = r->integer;
+    freeReplyObject(r);
+
+    if (n == 0) {
+        ictl_error("no event \"%s\" in organization %s (%s)", slug, org, env);
+        return ICTL_BAD_INPUT;
+    }
+
+    printf("deleted event %s\n", slug);
+
+    return ICTL_OK;
+}
+
+
+/* -- main -------------------------------------------------------------- */
+
+int
+main(int argc, char **argv)
+{
+    int              i, rc, json;
+    ictl_t           ctx;
+    const char      *url, *group, *cmd, *org, *env, *event, *grace, *file,
+                    *pos;
+    ictl_key_opts_t  ko;
+
+    memset(&ctx, 0, sizeof(ctx));
+    memset(&ko, 0, sizeof(ko));
+
+    url = getenv("INTEGRATIONS_REDIS");
+    if (url == NULL || *url == '\0') {
+        url = "redis://127.0.0.1:6379/0";
+    }
+
+    ctx.prefix = "";
+    ctx.key_prefix = "qkt";
+    ctx.pepper = getenv("INTEGRATIONS_PEPPER") ? getenv("INTEGRATIONS_PEPPER")
+                                               : "";
+    group = cmd = org = event = pos = NULL;
+    env = "live";
+    grace = "24h";
+    json = 0;
+    ko.scopes = "events:read,attendees:read";
+
+    for (i = 1; i < argc; i++) {
+        const char  *a = argv[i];
+
+#define ictl_arg(name, var)                                                  \
+        if (strcmp(a, name) == 0) {                                          \
+            if (i + 1 >= argc) {                                             \
+                ictl_error("%s needs a value", name);                        \
+                return ICTL_BAD_INPUT;                                       \
+            }                                                                \
+            var = argv[++i];                                                 \
+            continue;                                                        \
+        }
+
+        ictl_arg("--redis", url);
+        ictl_arg("--prefix", ctx.prefix);
+        ictl_arg("--key-prefix", ctx.key_prefix);
+        ictl_arg("--pepper", ctx.pepper);
+        ictl_arg("--org", org);
+        ictl_arg("--name", ko.name);
+        ictl_arg("--scopes", ko.scopes);
+        ictl_arg("--expires", ko.expires);
+        ictl_arg("--allow-ip", ko.allow_ip);
+        ictl_arg("--rate-limit", ko.rate_limit);
+        ictl_arg("--env", env);
+        ictl_arg("--event", event);
+        ictl_arg("--grace", grace);
+#undef ictl_arg
+
+        if (strcmp(a, "--json") == 0) {
+            json = 1;
+            continue;
+        }
+
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            ictl_usage(stdout);
+            return ICTL_OK;
+        }
+
+        if (a[0] == '-' && a[1] != '\0') {
+            ictl_error("unknown option %s", a);
+            ictl_usage(stderr);
+            return ICTL_BAD_INPUT;
+        }
+
+        if (group == NULL) {
+            group = a;
+        } else if (cmd == NULL) {
+            cmd = a;
+        } else if (pos == NULL) {
+            pos = a;
+        } else {
+            ictl_error("unexpected argument %s", a);
+            return ICTL_BAD_INPUT;
+        }
+    }
+
+    if (group == NULL || cmd == NULL) {
+        ictl_usage(stderr);
+        return ICTL_BAD_INPUT;
+    }
+
+    if (strchr(ctx.prefix, '{') || strchr(ctx.prefix, '}')) {
+        ictl_error("--prefix must not contain braces");
+        return ICTL_BAD_INPUT;
+    }
+
+    if (strlen(ctx.key_prefix) < 2 || strlen(ctx.key_prefix) > 8
+        || strspn(ctx.key_prefix, "abcdefghijklmnopqrstuvwxyz")
+           != strlen(ctx.key_prefix))
+    {
+        ictl_error("--key-prefix must be 2-8 lowercase letters");
+        return ICTL_BAD_INPUT;
+    }
+
+    if (org == NULL || !ictl_name_ok(org)) {
+        ictl_error("--org is required: 1-64 of A-Z a-z 0-9 _ . -");
+        return ICTL_BAD_INPUT;
+    }
+
+    if (strcmp(env, "live") != 0 && strcmp(env, "test") != 0) {
+        ictl_error("--env must be live or test");
+        return ICTL_BAD_INPUT;
+    }
+
+    ko.org = org;
+    ko.env = env;
+    ko.json = json;
+
+    if (strcmp(group, "keys") == 0) {
+        if (strcmp(cmd, "create") == 0) {
+            if (pos) {
+                ictl_error("unexpected argument %s", pos);
+                return ICTL_BAD_INPUT;
+            }
+            rc = ictl_connect(&ctx, url);
+            if (rc == ICTL_OK) {
+                rc = ictl_keys_create(&ctx, &ko, NULL);
+            }
+
+        } else if (strcmp(cmd, "list") == 0) {
+            rc = ictl_connect(&ctx, url);
+            if (rc == ICTL_OK) {
+                rc = ictl_keys_list(&ctx, org, json);
+            }
+
+        } else if (strcmp(cmd, "revoke") == 0 || strcmp(cmd, "rotate") == 0) {
+            if (pos == NULL) {
+                ictl_error("keys %s needs the key ID", cmd);
+                return ICTL_BAD_INPUT;
+            }
+            rc = ictl_connect(&ctx, url);
+            if (rc == ICTL_OK) {
+                rc = (cmd[1] == 'e') ? ictl_keys_revoke(&ctx, org, pos)
+                                     : ictl_keys_rotate(&ctx, &ko, pos, grace);
+            }
+
+        } else {
+            ictl_error("unknown command keys %s", cmd);
+            return ICTL_BAD_INPUT;
+        }
+
+    } else if (strcmp(group, "data") == 0) {
+        if (strcmp(cmd, "import") == 0) {
+            file = pos;
+            if (file == NULL) {
+                ictl_error("data import needs a FILE or -");
+                return ICTL_BAD_INPUT;
+            }
+            rc = ictl_connect(&ctx, url);
+            if (rc == ICTL_OK) {
+                rc = ictl_data_import(&ctx, org, env, file);
+            }
+
+        } else if (strcmp(cmd, "delete") == 0) {
+            if (event == NULL) {
+                ictl_error("data delete needs --event SLUG");
+                return ICTL_BAD_INPUT;
+            }
+            rc = ictl_connect(&ctx, url);
+            if (rc == ICTL_OK) {
+                rc = ictl_data_delete(&ctx, org, env, event);
+            }
+
+        } else {
+            ictl_error("unknown command data %s", cmd);
+            return ICTL_BAD_INPUT;
+        }
+
+    } else {
+        ictl_error("unknown command %s", group);
+        ictl_usage(stderr);
+        return ICTL_BAD_INPUT;
+    }
+
+    if (ctx.rc) {
+        redisFree(ctx.rc);
+    }
+
+    return rc;
+}
