@@ -562,11 +562,17 @@ ictl_object(json_t *obj, const char **fields, int closed)
         }
 
         while (len + strlen(k) + strlen(v) + 4 > size) {
+            char  *bigger;
+
             size *= 2;
-            out = realloc(out, size);
-            if (out == NULL) {
+            bigger = realloc(out, size);
+            if (bigger == NULL) {
+                free(out);
+                free(k);
+                free(v);
                 return NULL;
             }
+            out = bigger;
         }
 
         if (i) {
@@ -1128,7 +1134,8 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     const char *grace)
 {
     int              rc;
-    char             scopes[1024], *p, exp_s[32];
+    char             scopes[1024], *p, exp_s[32], name[256], env[8],
+                     ips[1024], rate[32];
     time_t           now, old_exp, new_exp;
     uint64_t         ms;
     redisReply      *h, *r;
@@ -1154,8 +1161,13 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
         return ICTL_BAD_INPUT;
     }
 
+#define ictl_copy(buf, field, dflt)                                           \
+    snprintf(buf, sizeof(buf), "%s", ictl_field_of(h, field)                 \
+             ? ictl_field_of(h, field) : dflt)
+
     n = *o;
-    n.name = strdup(ictl_field_of(h, "name") ? ictl_field_of(h, "name") : id);
+    ictl_copy(name, "name", id);
+    n.name = name;
     snprintf(scopes, sizeof(scopes), "%s",
              ictl_field_of(h, "scopes") ? ictl_field_of(h, "scopes") : "");
     for (p = scopes; *p; p++) {
@@ -1164,11 +1176,13 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
         }
     }
     n.scopes = scopes;
-    n.env = strdup(ictl_field_of(h, "env") ? ictl_field_of(h, "env") : "live");
-    f = ictl_field_of(h, "ips");
-    n.allow_ip = (f && *f) ? strdup(f) : NULL;
-    f = ictl_field_of(h, "rate_limit");
-    n.rate_limit = (f && *f) ? strdup(f) : NULL;
+    ictl_copy(env, "env", "live");
+    n.env = env;
+    ictl_copy(ips, "ips", "");
+    n.allow_ip = *ips ? ips : NULL;
+    ictl_copy(rate, "rate_limit", "");
+    n.rate_limit = *rate ? rate : NULL;
+#undef ictl_copy
     f = ictl_field_of(h, "expires");
     old_exp = f ? atol(f) : 0;
     n.expires = NULL;
@@ -1404,7 +1418,8 @@ ictl_validate(ictl_import_t *im, json_t *obj)
             return;
         }
 
-        snprintf(pad, sizeof(pad), "%020lld", (long long) json_integer_value(v));
+        snprintf(pad, sizeof(pad), "%020lld",
+                 (long long) json_integer_value(v));
 
         v = json_object_get(obj, "slug");
         if (!json_is_string(v) || !ictl_slug_ok(json_string_value(v))) {
@@ -1887,7 +1902,8 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
 
     if (im.errors) {
         if (im.errors > ICTL_MAX_ERRORS) {
-            ictl_error("... and %d more bad lines", im.errors - ICTL_MAX_ERRORS);
+            ictl_error("... and %d more bad lines",
+                       im.errors - ICTL_MAX_ERRORS);
         }
         ictl_error("nothing imported: %d bad line%s", im.errors,
                    im.errors == 1 ? "" : "s");
