@@ -1,0 +1,208 @@
+/*
+ * Unit tests of src/ngx_integrations_key.c, printing TAP for prove.
+ */
+
+#include <stdio.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "ngx_integrations_key.h"
+
+
+static int  test_n;
+
+
+static void
+ok(int cond, const char *name)
+{
+    printf("%sok %d - %s\n", cond ? "" : "not ", ++test_n, name);
+}
+
+
+static struct sockaddr *
+v4(const char *ip)
+{
+    static struct sockaddr_in  sin;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    inet_pton(AF_INET, ip, &sin.sin_addr);
+
+    return (struct sockaddr *) &sin;
+}
+
+
+static struct sockaddr *
+v6(const char *ip)
+{
+    static struct sockaddr_in6  sin6;
+
+    memset(&sin6, 0, sizeof(sin6));
+    sin6.sin6_family = AF_INET6;
+    inet_pton(AF_INET6, ip, &sin6.sin6_addr);
+
+    return (struct sockaddr *) &sin6;
+}
+
+
+static int
+allowed(const char *list, struct sockaddr *sa)
+{
+    return ngx_integrations_ip_allowed((const unsigned char *) list,
+                                       strlen(list), sa);
+}
+
+
+static int
+parse(const char *key)
+{
+    ngx_integrations_key_parts_t  parts;
+
+    return ngx_integrations_key_parse((const unsigned char *) key,
+                                      strlen(key), &parts);
+}
+
+
+static int
+rate(const char *s, uint64_t *n, uint64_t *w)
+{
+    return ngx_integrations_rate_parse((const unsigned char *) s, strlen(s),
+                                       n, w);
+}
+
+
+int
+main(void)
+{
+    int                           i;
+    char                          key[128], bad[128], nets[512], hex[33];
+    size_t                        len;
+    uint64_t                      n, w, ms;
+    unsigned char                 sum[6], h[64];
+    ngx_integrations_key_parts_t  parts;
+
+    /* a key built like integrationsctl builds them */
+    strcpy(key, "qkt_live_ab12cd34_0123456789ABCDEFGHIJabcdefghij01");
+    len = strlen(key);
+    ngx_integrations_key_checksum((unsigned char *) key, len, sum);
+    memcpy(key + len, sum, 6);
+    key[len + 6] = '\0';
+
+    ok(parse(key) == 0, "a well-formed key with its checksum parses");
+    ngx_integrations_key_parse((unsigned char *) key, strlen(key), &parts);
+    ok(parts.prefix_len == 3 && memcmp(parts.env, "live", 4) == 0
+       && memcmp(parts.id, "ab12cd34", 8) == 0, "parts found");
+
+    ngx_integrations_key_checksum((unsigned char *) key, len, h);
+    ok(memcmp(h, sum, 6) == 0, "checksum is deterministic");
+
+    for (i = 0; key[i]; i++) {
+        if (key[i] == '_') {
+            continue;
+        }
+        strcpy(bad, key);
+        bad[i] = (bad[i] == 'a') ? 'b' : 'a';
+        if (parse(bad) == 0) {
+            break;
+        }
+    }
+    ok(key[i] == '\0', "any one character changed is refused");
+
+    ok(parse("") != 0, "empty refused");
+    ok(parse("hello") != 0, "junk refused");
+    strcpy(bad, key);
+    memcpy(bad, "QKT", 3);
+    ok(parse(bad) != 0, "uppercase prefix refused");
+    strcpy(bad, key);
+    memcpy(bad + 4, "prod", 4);
+    ok(parse(bad) != 0, "env other than live/test refused");
+    ok(parse("qkt_live_ab12cd3_0123456789ABCDEFGHIJabcdefghij01xxxxxx") != 0,
+       "short id refused");
+    strcpy(bad, key);
+    bad[strlen(bad) - 1] = '\0';
+    ok(parse(bad) != 0, "short secret refused");
+    strcpy(bad, key);
+    bad[20] = '+';
+    ok(parse(bad) != 0, "non-base62 secret refused");
+    memset(bad, 'a', 100);
+    bad[100] = '\0';
+    ok(parse(bad) != 0, "overlong refused");
+
+    ngx_integrations_key_hash((unsigned char *) "abc", 3, NULL, 0, h);
+    ok(memcmp(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2"
+                 "0015ad", 64) == 0, "SHA-256 of abc");
+    ngx_integrations_key_hash((unsigned char *) "abc", 3,
+                              (unsigned char *) "pepper", 6, h);
+    /* echo -n abc | openssl dgst -sha256 -hmac pepper */
+    ok(memcmp(h, "95ac8d48c4886bae06029b433c46c419"
+                 "019bf03a65a842069d84b7755b1d08c4", 64) == 0, "HMAC-SHA-256 with a pepper");
+
+    ok(ngx_integrations_key_equal((unsigned char *) "abcd",
+                                  (unsigned char *) "abcd", 4),
+       "equal: same");
+    ok(!ngx_integrations_key_equal((unsigned char *) "abcd",
+                                   (unsigned char *) "abce", 4),
+       "equal: differs");
+
+    ok(allowed("", v4("1.2.3.4")) == 1, "empty allowlist allows");
+    ok(allowed("10.0.0.0/8", v4("10.200.1.1")) == 1, "IPv4 /8 inside");
+    ok(allowed("10.0.0.0/8", v4("11.0.0.1")) == 0, "IPv4 /8 outside");
+    ok(allowed("192.0.2.7", v4("192.0.2.7")) == 1, "IPv4 /32 exact");
+    ok(allowed("192.0.2.7", v4("192.0.2.8")) == 0, "IPv4 /32 other");
+    ok(allowed("0.0.0.0/0", v4("8.8.8.8")) == 1, "IPv4 /0");
+    ok(allowed("10.0.0.0/13", v4("10.7.255.255")) == 1, "/13 last inside");
+    ok(allowed("10.0.0.0/13", v4("10.8.0.0")) == 0, "/13 first outside");
+    ok(allowed("2001:db8::/32", v6("2001:db8:ffff::1")) == 1, "IPv6 /32");
+    ok(allowed("2001:db8::/64", v6("2001:db8:0:1::1")) == 0, "IPv6 /64 out");
+    ok(allowed("::1", v6("::1")) == 1, "IPv6 /128");
+    ok(allowed("::/0", v6("fe80::1")) == 1, "IPv6 /0");
+    ok(allowed("10.0.0.0/8", v6("::ffff:10.1.2.3")) == 1,
+       "IPv4-mapped client matches an IPv4 entry");
+    ok(allowed("10.0.0.0/8", v6("2001:db8::1")) == 0,
+       "IPv6 client does not match an IPv4 entry");
+    ok(allowed("10.0.0.0/33", v4("10.0.0.1")) == -1, "bad prefix: -1");
+    ok(allowed("10.0.0.300", v4("10.0.0.1")) == -1, "bad address: -1");
+    ok(ngx_integrations_ip_list_valid((unsigned char *) "1.2.3.4, ::1/128",
+                                      16) == 0, "list valid");
+
+    ngx_integrations_ip_list_nets((unsigned char *) "10.1.0.0/16,::1", 15,
+                                  nets, sizeof(nets));
+    ok(strcmp(nets, "00000000000000000000ffff0a010000/112 "
+                    "00000000000000000000000000000001/128") == 0,
+       "nets: IPv4 mapped with bits + 96, IPv6 as is");
+    ngx_integrations_ip_hex(v4("10.1.2.3"), hex);
+    ok(strcmp(hex, "00000000000000000000ffff0a010203") == 0, "client hex");
+
+    ok(ngx_integrations_scope_has((unsigned char *) "events:read x", 13,
+                                  (unsigned char *) "events:read", 11),
+       "scope present");
+    ok(!ngx_integrations_scope_has((unsigned char *) "events:reader", 13,
+                                   (unsigned char *) "events:read", 11),
+       "a prefix of a scope is not the scope");
+    ok(!ngx_integrations_scope_has((unsigned char *) "", 0,
+                                   (unsigned char *) "a", 1),
+       "no scopes");
+
+    ok(rate("60r/m", &n, &w) == 0 && n == 60 && w == 60000, "60r/m");
+    ok(rate("10r/s", &n, &w) == 0 && n == 10 && w == 1000, "10r/s");
+    ok(rate("5r/2s", &n, &w) == 0 && n == 5 && w == 2000, "5r/2s");
+    ok(rate("100r/h", &n, &w) == 0 && w == 3600000, "100r/h");
+    ok(rate("0r/s", &n, &w) != 0, "0r/s invalid");
+    ok(rate("r/s", &n, &w) != 0, "r/s invalid");
+    ok(rate("60r/x", &n, &w) != 0, "60r/x invalid");
+    ok(rate("5r/0s", &n, &w) != 0, "5r/0s invalid");
+
+    ok(ngx_integrations_duration_parse((unsigned char *) "24h", 3, &ms) == 0
+       && ms == 86400000, "24h");
+    ok(ngx_integrations_duration_parse((unsigned char *) "90d", 3, &ms) == 0
+       && ms == 7776000000ULL, "90d");
+    ok(ngx_integrations_duration_parse((unsigned char *) "1500ms", 6, &ms)
+       == 0 && ms == 1500, "1500ms");
+    ok(ngx_integrations_duration_parse((unsigned char *) "soon", 4, &ms) != 0,
+       "soon invalid");
+
+    printf("1..%d\n", test_n);
+
+    return 0;
+}
