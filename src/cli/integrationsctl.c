@@ -1142,8 +1142,11 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     const char      *f;
     ictl_key_opts_t  n;
 
-    if (ngx_integrations_duration_parse((const unsigned char *) grace,
-                                        strlen(grace), &ms) != 0)
+    ms = 0;
+
+    if (strcmp(grace, "0") != 0
+        && ngx_integrations_duration_parse((const unsigned char *) grace,
+                                           strlen(grace), &ms) != 0)
     {
         ictl_error("invalid --grace \"%s\"", grace);
         return ICTL_BAD_INPUT;

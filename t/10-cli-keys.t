@@ -1,0 +1,207 @@
+#!/usr/bin/perl
+# integrationsctl keys: create/list/revoke/rotate against a real Redis and
+# a real nginx; the 10-key cap under racing creates; only hashes stored.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use JSON::PP;
+use Digest::SHA qw(sha256_hex hmac_sha256_hex);
+use Harness;
+
+my $h = Harness->new;
+my $J = JSON::PP->new;
+
+$h->start_nginx(<<'EOF');
+integrations_redis 127.0.0.1:%%REDIS_PORT%%;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location / {
+        apikey on;
+        apikey_scope events:read;
+        proxy_set_header X-Org $apikey_org;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+    }
+}
+server {
+    listen 127.0.0.1:%%PORT2%%;
+    location / { return 200 "org=$http_x_org\n"; }
+}
+EOF
+
+sub create {
+    my (@a) = @_;
+    my ($rc, $out, $err) = $h->ctl('keys', 'create', @a, '--json');
+    return ($rc, $rc == 0 ? $J->decode($out) : undef, $err);
+}
+
+sub call { $h->get('/x', { Authorization => "Bearer $_[0]" })->{status} }
+
+my @secrets;
+
+# -- create ----------------------------------------------------------------
+my ($rc, $k) = create('--org', 'acme', '--name', 'CRM sync',
+                      '--scopes', 'events:read,attendees:read');
+is($rc, 0, 'create --json');
+like($k->{key}, qr/^qkt_live_[a-z0-9]{8}_[0-9A-Za-z]{38}$/, 'key format');
+push @secrets, $k->{key};
+is_deeply($k->{scopes}, ['events:read', 'attendees:read'], 'scopes');
+is($k->{org}, 'acme', 'org');
+is($k->{expires}, undef, 'no expiry');
+my $rec = { $h->redis('HGETALL', "{k:$k->{id}}") };
+is($rec->{hash}, sha256_hex($k->{key}), 'Redis holds the SHA-256 only');
+is($rec->{status}, 'active', 'status active');
+is($rec->{scopes}, 'events:read attendees:read', 'scopes space-separated');
+is(call($k->{key}), 200, 'the new key works in nginx');
+
+{
+    my ($rc2, $out) = $h->ctl('keys', 'create', '--org', 'acme',
+                              '--name', 'human');
+    is($rc2, 0, 'create (human form)');
+    like($out, qr/shown only this once/, 'says it is shown once');
+    my ($key) = $out =~ /(qkt_live_\S+)/;
+    ok($key, 'prints the key') and push @secrets, $key;
+    is(call($key), 200, 'and it works');
+}
+
+# -- options --------------------------------------------------------------
+{
+    my ($r, $t) = create('--org', 'acme', '--name', 't', '--env', 'test',
+                         '--expires', '30d', '--allow-ip',
+                         '127.0.0.1,10.0.0.0/8', '--rate-limit', '100');
+    is($r, 0, 'create with every option');
+    push @secrets, $t->{key};
+    like($t->{key}, qr/^qkt_test_/, 'test env key');
+    ok($t->{expires}, 'expiry set');
+    is($t->{rateLimit}, 100, 'rate limit');
+    my $tr = { $h->redis('HGETALL', "{k:$t->{id}}") };
+    ok(abs($tr->{expires} - (time + 30 * 86400)) < 5, 'expires in 30 days');
+    is($tr->{nets}, '00000000000000000000ffff7f000001/128 '
+                    . '00000000000000000000ffff0a000000/104',
+       'allowlist compiled for the access script');
+    is(call($t->{key}), 200, 'allowlisted loopback passes');
+
+    my ($r2, $t2) = create('--org', 'acme', '--name', 'ip',
+                           '--allow-ip', '10.0.0.0/8');
+    push @secrets, $t2->{key};
+    is(call($t2->{key}), 403, 'outside the allowlist: 403');
+}
+
+# -- bad input exits 1 -----------------------------------------------------
+for my $bad (
+    ['--allow-ip', '10.0.0.0/33'], ['--allow-ip', 'nope'],
+    ['--expires', 'tomorrow'], ['--expires', '2001-01-01T00:00:00Z'],
+    ['--rate-limit', '0'], ['--rate-limit', 'x'], ['--env', 'prod'],
+    ['--scopes', 'a,,b'], ['--scopes', 'has space'],
+) {
+    my ($r, undef, $err) = create('--org', 'acme', '--name', 'x', @$bad);
+    is($r, 1, "create @$bad: exit 1");
+    like($err, qr/^integrationsctl: /, "... with a message");
+}
+is(($h->ctl('keys', 'create', '--name', 'x'))[0], 1, 'missing --org: 1');
+is(($h->ctl('keys', 'create', '--org', 'a}b', '--name', 'x'))[0], 1,
+   'org with a brace: 1');
+is(($h->ctl('keys', 'revoke', '--org', 'other', $k->{id}))[0], 1,
+   'revoke of another organization\'s key: 1');
+is(($h->ctl('keys', 'revoke', '--org', 'acme', 'zzzzzzzz'))[0], 1,
+   'revoke of an unknown id: 1');
+is(($h->ctl('--redis', 'redis://127.0.0.1:1/0', 'keys', 'list',
+            '--org', 'acme'))[0], 2, 'Redis down: exit 2');
+
+# -- list ------------------------------------------------------------------
+{
+    my ($r, $out) = $h->ctl('keys', 'list', '--org', 'acme', '--json');
+    is($r, 0, 'list --json');
+    my $list = $J->decode($out);
+    my ($mine) = grep { $_->{id} eq $k->{id} } @$list;
+    is($mine->{name}, 'CRM sync', 'listed with its name');
+    is($mine->{status}, 'active', 'and status');
+    like($mine->{key}, qr/^qkt_live_\Q$k->{id}\E_/, 'display prefix');
+    ($r, $out) = $h->ctl('keys', 'list', '--org', 'acme');
+    like($out, qr/ID\s+NAME\s+KEY\s+CREATED\s+LAST USED\s+STATUS/, 'table');
+    for my $s (@secrets) {
+        my ($sec) = $s =~ /_(\w{38})$/;
+        unlike($out, qr/\Q$sec\E/, 'list never shows a secret');
+    }
+}
+
+# -- revoke: the very next request ------------------------------------------
+{
+    my ($r, $v) = create('--org', 'acme', '--name', 'rev');
+    push @secrets, $v->{key};
+    is(call($v->{key}), 200, 'before revoke');
+    is(($h->ctl('keys', 'revoke', '--org', 'acme', $v->{id}))[0], 0,
+       'revoke');
+    is(call($v->{key}), 401, 'revoked: the very next request is 401');
+    is($h->redis('ZSCORE', '{o:acme}:active', $v->{id}), '',
+       'its slot is free');
+}
+
+# -- rotate -----------------------------------------------------------------
+{
+    my ($r, $old) = create('--org', 'rot', '--name', 'old',
+                           '--scopes', 'events:read');
+    push @secrets, $old->{key};
+    my ($r2, $out) = $h->ctl('keys', 'rotate', '--org', 'rot', $old->{id},
+                             '--grace', '1h', '--json');
+    is($r2, 0, 'rotate --grace 1h');
+    my $new = $J->decode($out);
+    push @secrets, $new->{key};
+    isnt($new->{id}, $old->{id}, 'a new key');
+    is($new->{name}, 'old', 'same name');
+    is_deeply($new->{scopes}, ['events:read'], 'same scopes');
+    is(call($old->{key}), 200, 'old key works during the grace period');
+    is(call($new->{key}), 200, 'new key works');
+    my $exp = $h->redis('HGET', "{k:$old->{id}}", 'expires');
+    ok(abs($exp - (time + 3600)) < 5, 'old key expires after the grace');
+
+    ($r2, $out) = $h->ctl('keys', 'rotate', '--org', 'rot', $new->{id},
+                          '--grace', '0', '--json');
+    is($r2, 0, 'rotate --grace 0');
+    push @secrets, $J->decode($out)->{key};
+    is(call($new->{key}), 401, 'grace 0: the old key stops at once');
+}
+
+# -- the cap holds under racing creates --------------------------------------
+{
+    my $res = $h->parallel(25, 25, sub {
+        my ($rc) = $h->ctl('keys', 'create', '--org', 'race', '--name', 'r');
+        return $rc;
+    });
+    is(scalar(grep { $_ == 0 } @$res), 10, '25 racing creates: 10 succeed');
+    is(scalar(grep { $_ == 1 } @$res), 15, 'and 15 are refused (exit 1)');
+    is($h->redis('ZCARD', '{o:race}:active'), 10, '10 active in Redis');
+    my ($r, undef, $err) = create('--org', 'race', '--name', 'one more');
+    like($err, qr/already has 10 active keys/, 'the refusal says why');
+
+    # an expired key frees its slot
+    my ($id) = $h->redis('ZRANGE', '{o:race}:active', 0, 0);
+    $h->redis('ZADD', '{o:race}:active', time - 1, $id);
+    ($r) = create('--org', 'race', '--name', 'after expiry');
+    is($r, 0, 'an expired key frees a slot');
+}
+
+# -- pepper ------------------------------------------------------------------
+{
+    my ($r, $out) = $h->ctl('--pepper', 's3', 'keys', 'create', '--org', 'p',
+                            '--name', 'p', '--json');
+    my $p = $J->decode($out);
+    is($h->redis('HGET', "{k:$p->{id}}", 'hash'), hmac_sha256_hex($p->{key}, 's3'),
+       '--pepper stores HMAC-SHA-256');
+}
+
+# -- no secret anywhere in Redis -----------------------------------------------
+{
+    my $dump = join "\n", map {
+        my $key = $_;
+        my $t = $h->redis('TYPE', $key);
+        $t eq 'hash' ? join(' ', $key, $h->redis('HGETALL', $key))
+                     : join(' ', $key, $h->redis('ZRANGE', $key, 0, -1))
+    } $h->redis('KEYS', '*');
+    my $leaks = grep { my ($s) = /_(\w{38})$/; $dump =~ /\Q$s\E/ } @secrets;
+    is($leaks, 0, 'no secret stored anywhere in Redis (' . @secrets
+                  . ' keys checked)');
+}
+
+$h->done;
+done_testing;
