@@ -1,0 +1,236 @@
+#!/usr/bin/perl
+# integrationsctl data import/delete: the documented Redis layout, index
+# moves on update, deletions, idempotence, bad lines reported by number
+# with nothing written, test vs live apart, flat memory on a large file.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use JSON::PP;
+use Harness;
+
+my $h = Harness->new;
+my $J = JSON::PP->new->canonical;
+my $D = '{o:acme}:live';
+my $E = "$D:ev:00000000000000000007";
+my $m = sub { sprintf '%020d', $_[0] };
+
+sub nd { join '', map { (ref $_ ? $J->encode($_) : $_) . "\n" } @_ }
+
+sub import_ok {
+    my ($text, @a) = @_;
+    my ($rc, $out, $err) = $h->ctl_stdin($text, 'data', 'import',
+                                         '--org', 'acme', @a, '-');
+    is($rc, 0, 'import') or diag $err;
+    return $err;
+}
+
+my $event = { kind => 'event', id => 7, slug => 'fest', title => 'Fest "7"',
+              starts => '2026-09-01T19:00:00Z', ends => '2026-09-01T23:00:00Z',
+              status => 'approved', published => JSON::PP::true,
+              passCount => 2, revenue => 10.5, venueName => 'Hall',
+              ticketTypes => [{ id => 1, name => 'GA', price => 2500,
+                                quantity => 10 }],
+              availability => { eventId => 7, available => 8 },
+              eventFields => [{ id => 1, name => 'Company' }],
+              categoryFields => [], updated => '2026-08-30T00:00:00Z' };
+my @att = map {
+    { kind => 'attendee', event => 'fest', id => $_, name => "Person $_",
+      email => "p$_\@x.org", phone => "+2782$_", reference => "R$_",
+      createdTime => sprintf('2026-08-%02dT10:00:00Z', $_),
+      promo => ($_ == 2 ? JSON::PP::true : JSON::PP::false),
+      scanned => ($_ == 1 ? JSON::PP::true : JSON::PP::false),
+      categoryId => 5, category => 'GA', amount => 25, paid => JSON::PP::true,
+      customFields => {}, updated => '2026-08-20T00:00:00Z' }
+} 1 .. 3;
+
+my $err = import_ok(nd($event, @att));
+like($err, qr/imported: 1 events, 3 attendees, 0 deletions/, 'summary');
+
+# -- the layout --------------------------------------------------------------
+is_deeply([$h->redis('ZRANGE', "$D:events", 0, -1, 'WITHSCORES')],
+          [$m->(7), 1788289200], 'events by starts');
+is($h->redis('HGET', "$D:slugs", 'fest'), $m->(7), 'slug -> id');
+is($h->redis('HGET', $E, 'item'),
+   '{"id":7,"slug":"fest","title":"Fest \"7\"","starts":"2026-09-01T19:00:00Z",'
+   . '"ends":"2026-09-01T23:00:00Z","status":"approved","published":true,'
+   . '"passCount":2,"revenue":10.5,"updated":' . $J->encode(
+       $J->decode($h->redis('HGET', $E, 'item'))->{updated}) . '}',
+   'event item JSON in the documented order');
+my $detail = $J->decode($h->redis('HGET', $E, 'detail'));
+is($detail->{venueName}, 'Hall', 'detail keeps other fields');
+is($detail->{ticketTypes}[0]{price}, 2500, 'detail carries ticket types');
+ok(!exists $detail->{availability}, 'availability is not in the detail');
+is($h->redis('HGET', $E, 'search'), "fest \"7\"\nfest", 'search text');
+is($h->redis('HGET', $E, 'published'), 1, 'published flag');
+is($J->decode($h->redis('HGET', $E, 'av'))->{available}, 8, 'availability');
+is_deeply([$h->redis('ZRANGE', "$E:att", 0, -1)], [map { $m->($_) } 1 .. 3],
+          'attendees by createdTime');
+is($h->redis('HGET', "$E:ai", $m->(1)),
+   '{"id":1,"name":"Person 1","email":"p1@x.org","phone":"+27821",'
+   . '"createdTime":"2026-08-01T10:00:00Z","promo":false,"scanned":true,'
+   . '"reference":"R1","identifier":null,"category":"GA","categoryId":5,'
+   . '"amount":25,"paid":true,"customFields":{},'
+   . '"updated":"2026-08-20T00:00:00Z"}',
+   'attendee item JSON in the documented order, absent fields null');
+is($h->redis('HGET', "$E:as", $m->(1)), "person 1\np1\@x.org\n+27821\nr1",
+   'attendee search text');
+is_deeply([$h->redis('ZRANGE', "$E:s1", 0, -1)], [$m->(1)], 'scanned index');
+is_deeply([$h->redis('ZRANGE', "$E:s0", 0, -1)], [$m->(2), $m->(3)],
+          'not-scanned index');
+is_deeply([$h->redis('ZRANGE', "$E:p1", 0, -1)], [$m->(2)], 'promo index');
+is($h->redis('ZCARD', "$E:c:5"), 3, 'category index');
+is($h->redis('ZSCORE', "$E:upd", $m->(1)), 1787184000, 'updated index');
+is($h->redis('HGET', "$E:am", $m->(1)), '10:5', 'index memberships');
+
+# -- idempotent -----------------------------------------------------------------
+my $snap = sub {
+    join "\n", map {
+        my $k = $_;
+        my $t = $h->redis('TYPE', $k);
+        $t eq 'hash' ? join(' ', $k, sort $h->redis('HGETALL', $k))
+                     : join(' ', $k, $h->redis('ZRANGE', $k, 0, -1, 'WITHSCORES'))
+    } sort $h->redis('KEYS', '*');
+};
+my $before = $snap->();
+import_ok(nd($event, @att));
+is($snap->(), $before, 'importing the same file again changes nothing');
+{
+    # a line without "updated" is stamped with the time of its import
+    my %e = %$event;
+    delete $e{updated};
+    import_ok(nd(\%e));
+    my $u = $J->decode($h->redis('HGET', $E, 'item'))->{updated};
+    like($u, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'updated stamped');
+    ok(abs($h->redis('HGET', $E, 'updated') - time) < 5, 'with the import time');
+    import_ok(nd($event));
+}
+
+# -- an update moves an attendee between indexes ---------------------------------
+import_ok(nd({ %{ $att[0] }, scanned => JSON::PP::false,
+               promo => JSON::PP::true, categoryId => 6 }));
+is($h->redis('ZSCORE', "$E:s1", $m->(1)), '', 'left scanned=true');
+ok($h->redis('ZSCORE', "$E:s0", $m->(1)), 'now in scanned=false');
+ok($h->redis('ZSCORE', "$E:p1", $m->(1)), 'now promo');
+is($h->redis('ZSCORE', "$E:p0", $m->(1)), '', 'left promo=false');
+is($h->redis('ZSCORE', "$E:c:5", $m->(1)), '', 'left category 5');
+ok($h->redis('ZSCORE', "$E:c:6", $m->(1)), 'now category 6');
+
+# an event line without ticketTypes keeps them
+{
+    my %e = %$event;
+    delete @e{qw(ticketTypes availability eventFields categoryFields)};
+    $e{title} = 'Fest renamed';
+    import_ok(nd(\%e));
+    my $d = $J->decode($h->redis('HGET', $E, 'detail'));
+    is($d->{title}, 'Fest renamed', 'event updated');
+    is($d->{ticketTypes}[0]{name}, 'GA', 'absent ticketTypes kept');
+    ok($h->redis('HGET', $E, 'av'), 'absent availability kept');
+}
+
+# -- delete_attendee ------------------------------------------------------------
+import_ok(nd({ kind => 'delete_attendee', event => 'fest', id => 2 }));
+for my $k ("$E:att", "$E:s0", "$E:p1", "$E:c:5", "$E:upd") {
+    is($h->redis('ZSCORE', $k, $m->(2)), '', "deleted attendee gone from $k");
+}
+is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
+
+# -- bad lines: reported by number, nothing written ------------------------------
+{
+    my $dbsize = $h->redis('DBSIZE');
+    my $keys_before = $snap->();
+    my $text = nd(
+        { kind => 'event', id => 8, slug => 'other', title => 'O',
+          starts => '2026-10-01T10:00:00Z' },
+        { kind => 'attendee', event => 'other', id => 100,
+          createdTime => '2026-09-01T00:00:00Z' },
+        '{"kind":"attendee", broken',
+        { kind => 'attendee', event => 'other', id => 101,
+          createdTime => '2026-09-01T00:00:00Z' },
+        '',
+        { kind => 'attendee', event => 'nope', id => 102,
+          createdTime => '2026-09-01T00:00:00Z' },
+        { kind => 'attendee', event => 'other', id => 103,
+          createdTime => 'yesterday' },
+        { kind => 'event', id => 9, slug => 'fest', title => 'dup',
+          starts => '2026-10-01T10:00:00Z' },
+        { kind => 'ticket', id => 1 },
+        "{\"kind\":\"attendee\",\"event\":\"other\",\"id\":104,"
+            . "\"name\":\"\xff\xfe\",\"createdTime\":\"2026-09-01T00:00:00Z\"}",
+        { kind => 'attendee', event => 'other', id => -1, scanned => 'yes',
+          createdTime => '2026-09-01T00:00:00Z' },
+    );
+    my ($rc, $out, $err) = $h->ctl_stdin($text, 'data', 'import',
+                                         '--org', 'acme', '-');
+    is($rc, 1, 'bad input: exit 1');
+    like($err, qr/line 3: invalid JSON/, 'line 3: invalid JSON');
+    like($err, qr/line 6: unknown event "nope"/, 'line 6: unknown event');
+    like($err, qr/line 7: "createdTime" must be an ISO-8601/, 'line 7: time');
+    like($err, qr/line 8: slug "fest" belongs to another event/,
+         'line 8: slug taken by another event');
+    like($err, qr/line 9: "kind" must be/, 'line 9: unknown kind');
+    like($err, qr/line 10: invalid JSON/, 'line 10: invalid UTF-8');
+    like($err, qr/line 11: "id" must be a non-negative integer/, 'line 11: id');
+    like($err, qr/line 11: "scanned" must be true or false/,
+         'line 11: every failure of a line');
+    unlike($err, qr/line (1|2|4|5):/, 'good lines are not blamed');
+    like($err, qr/nothing imported/, 'says nothing was imported');
+    is($h->redis('DBSIZE'), $dbsize, 'nothing written: same number of keys');
+    is($snap->(), $keys_before, 'nothing written: same contents');
+
+    my ($rc2, undef, $err2) = $h->ctl('data', 'import', '--org', 'acme',
+                                      '/nonexistent.ndjson');
+    is($rc2, 1, 'missing file: exit 1');
+}
+
+# -- test and live apart ----------------------------------------------------------
+import_ok(nd({ %$event, title => 'Test fest' }), '--env', 'test');
+is($J->decode($h->redis('HGET', '{o:acme}:test:ev:' . $m->(7), 'item'))
+       ->{title}, 'Test fest', 'test data under :test');
+is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
+   'live data untouched');
+
+# -- data delete -----------------------------------------------------------------
+{
+    my ($rc) = $h->ctl('data', 'delete', '--org', 'acme', '--event', 'fest');
+    is($rc, 0, 'data delete');
+    is(scalar(grep { /^\{o:acme\}:live:ev:/ } $h->redis('KEYS', '*')), 0,
+       'every key of the event is gone');
+    is($h->redis('HEXISTS', "$D:slugs", 'fest'), 0, 'slug gone');
+    is($h->redis('ZCARD', "$D:events"), 0, 'not listed');
+    ok($h->redis('EXISTS', '{o:acme}:test:ev:' . $m->(7)),
+       'the test data set is untouched');
+    ($rc) = $h->ctl('data', 'delete', '--org', 'acme', '--event', 'fest');
+    is($rc, 1, 'deleting an unknown event: exit 1');
+}
+
+# -- streaming: memory stays flat on a large file ---------------------------------
+{
+    my $n = 200_000;
+    my $file = $h->dir . '/big.ndjson';
+    open my $fh, '>', $file or die;
+    print $fh $J->encode({ kind => 'event', id => 1, slug => 'big',
+                           title => 'Big', starts => '2026-12-01T10:00:00Z' }),
+              "\n";
+    for my $i (1 .. $n) {
+        print $fh qq({"kind":"attendee","event":"big","id":$i,"name":"Person $i",)
+                . qq("email":"p$i\@example.com","createdTime":"2026-11-01T10:00:00Z",)
+                . qq("scanned":) . ($i % 2 ? 'true' : 'false')
+                . qq(,"customFields":{"Company":"Acme"}}\n);
+    }
+    close $fh;
+    my $url = $h->redis_url;
+    my $t0 = time;
+    my $out = `/bin/sh -c 'ulimit -v 262144; command -v /usr/bin/time >/dev/null && exec /usr/bin/time -f "maxrss=%M" @{[ $h->build ]}/integrationsctl --redis $url data import --org big $file || exec @{[ $h->build ]}/integrationsctl --redis $url data import --org big $file' 2>&1`;
+    is($?, 0, "import of $n attendees under a 256 MB address-space limit")
+        or diag $out;
+    is($h->redis('ZCARD', '{o:big}:live:ev:' . $m->(1) . ':att'), $n,
+       'all attendees imported');
+    if ($out =~ /maxrss=(\d+)/) {
+        ok($1 < 65536, "peak RSS ${1} kB < 64 MB");
+    }
+    diag "$n attendees: " . (time - $t0) . " s; $out";
+}
+
+$h->done;
+done_testing;
