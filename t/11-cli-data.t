@@ -57,6 +57,8 @@ is($h->redis('HGET', $E, 'item'),
    . '"passCount":2,"revenue":10.5,"updated":' . $J->encode(
        $J->decode($h->redis('HGET', $E, 'item'))->{updated}) . '}',
    'event item JSON in the documented order');
+is($h->redis('HGET', "$D:items", $m->(7)), $h->redis('HGET', $E, 'item'),
+   'D:items holds the same item (one HMGET per events page)');
 my $detail = $J->decode($h->redis('HGET', $E, 'detail'));
 is($detail->{venueName}, 'Hall', 'detail keeps other fields');
 is($detail->{ticketTypes}[0]{price}, 2500, 'detail carries ticket types');
@@ -197,6 +199,7 @@ is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
     is(scalar(grep { /^\{o:acme\}:live:ev:/ } $h->redis('KEYS', '*')), 0,
        'every key of the event is gone');
     is($h->redis('HEXISTS', "$D:slugs", 'fest'), 0, 'slug gone');
+    is($h->redis('HEXISTS', "$D:items", $m->(7)), 0, 'item gone');
     is($h->redis('ZCARD', "$D:events"), 0, 'not listed');
     ok($h->redis('EXISTS', '{o:acme}:test:ev:' . $m->(7)),
        'the test data set is untouched');

@@ -82,6 +82,7 @@ static const char  ictl_event_lua[] =
 "  'slug', slug, 'search', ARGV[5], 'starts', ARGV[6], 'ends', ARGV[7],\n"
 "  'status', ARGV[8], 'published', ARGV[9], 'updated', ARGV[10])\n"
 "redis.call('ZADD', D .. ':events', ARGV[6], id)\n"
+"redis.call('HSET', D .. ':items', id, ARGV[3])\n"
 "redis.call('HSET', D .. ':slugs', slug, id)\n"
 "return 1\n";
 
@@ -138,6 +139,7 @@ static const char  ictl_delete_event_lua[] =
 "  redis.call('UNLINK', E .. s)\n"
 "end\n"
 "redis.call('ZREM', D .. ':events', id)\n"
+"redis.call('HDEL', D .. ':items', id)\n"
 "redis.call('HDEL', D .. ':slugs', slug)\n"
 "return 1\n";
 

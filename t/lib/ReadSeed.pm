@@ -170,6 +170,7 @@ sub event {
     push @f, cf => $JSON->encode($o{categoryFields}) if $o{categoryFields};
     $self->cmd('HSET', $E, @f);
     $self->cmd('ZADD', "$D:events", epoch($e{starts}) // 0, $id);
+    $self->cmd('HSET', "$D:items", $id, $item);
     $self->cmd('HSET', "$D:slugs", $slug, $id);
     return $id;
 }
