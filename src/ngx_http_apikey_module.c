@@ -1034,6 +1034,46 @@ ngx_http_apikey_get_ctx(ngx_http_request_t *r)
 }
 
 
+/* "Authorization, X-Api-Key, api-key": the key headers of r's location */
+
+ngx_int_t
+ngx_http_apikey_header_names(ngx_http_request_t *r, ngx_str_t *out)
+{
+    u_char                      *p;
+    size_t                       len;
+    ngx_uint_t                   i;
+    ngx_http_apikey_header_t    *hd;
+    ngx_http_apikey_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_apikey_module);
+    hd = alcf->headers->elts;
+    len = 0;
+
+    for (i = 0; i < alcf->headers->nelts; i++) {
+        len += hd[i].display.len + 2;
+    }
+
+    out->data = ngx_pnalloc(r->pool, len + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = out->data;
+
+    for (i = 0; i < alcf->headers->nelts; i++) {
+        if (i) {
+            p = ngx_cpymem(p, ", ", 2);
+        }
+
+        p = ngx_cpymem(p, hd[i].display.data, hd[i].display.len);
+    }
+
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
 ngx_integrations_identity_t *
 ngx_http_apikey_identity(ngx_http_request_t *r)
 {

@@ -88,6 +88,10 @@ extern ngx_module_t  ngx_http_integrations_module;
 /* NULL when the request went through no apikey check */
 ngx_integrations_identity_t *ngx_http_apikey_identity(ngx_http_request_t *r);
 
+/* the configured key header names of r's location, comma-separated */
+ngx_int_t ngx_http_apikey_header_names(ngx_http_request_t *r,
+    ngx_str_t *out);
+
 
 /* ngx_integrations_handlers.c */
 char *ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
