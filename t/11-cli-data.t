@@ -224,12 +224,16 @@ is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
     close $fh;
     my $url = $h->redis_url;
     my $t0 = time;
-    my $out = `/bin/sh -c 'ulimit -v 262144; command -v /usr/bin/time >/dev/null && exec /usr/bin/time -f "maxrss=%M" @{[ $h->build ]}/integrationsctl --redis $url data import --org big $file || exec @{[ $h->build ]}/integrationsctl --redis $url data import --org big $file' 2>&1`;
-    is($?, 0, "import of $n attendees under a 256 MB address-space limit")
+    # ASan reserves terabytes of address space: no ulimit -v under it
+    my $cap = $ENV{INTEGRATIONS_ASAN} ? '' : 'ulimit -v 262144; ';
+    my $out = `/bin/sh -c '${cap}command -v /usr/bin/time >/dev/null && exec /usr/bin/time -f "maxrss=%M" @{[ $h->build ]}/integrationsctl --redis $url data import --org big $file || exec @{[ $h->build ]}/integrationsctl --redis $url data import --org big $file' 2>&1`;
+    is($?, 0, "import of $n attendees"
+            . ($cap ? ' under a 256 MB address-space limit' : ''))
         or diag $out;
     is($h->redis('ZCARD', '{o:big}:live:ev:' . $m->(1) . ':att'), $n,
        'all attendees imported');
-    if ($out =~ /maxrss=(\d+)/) {
+    # (ASan's quarantine makes RSS meaningless)
+    if ($out =~ /maxrss=(\d+)/ && !$ENV{INTEGRATIONS_ASAN}) {
         ok($1 < 65536, "peak RSS ${1} kB < 64 MB");
     }
     diag "$n attendees: " . (time - $t0) . " s; $out";

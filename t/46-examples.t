@@ -26,6 +26,13 @@ for my $conf (@confs) {
     open my $out, '>', "$dir/nginx.conf" or die;
     print $out $text;
     close $out;
+    # an ASan-built module needs the sanitizer runtimes preloaded
+    local $ENV{LD_PRELOAD} = join ':', grep { m{/} && -e } map {
+        my $p = `gcc -print-file-name=$_ 2>/dev/null`;
+        chomp $p;
+        $p;
+    } qw(libasan.so libubsan.so) if $ENV{INTEGRATIONS_ASAN};
+    local $ENV{ASAN_OPTIONS} = 'detect_leaks=0' if $ENV{INTEGRATIONS_ASAN};
     my $res = `nginx -t -p $dir -c $dir/nginx.conf -g "pid $dir/nginx.pid;" -e stderr 2>&1`;
     is($?, 0, "nginx -t: $conf") or diag $res;
 }
