@@ -1654,7 +1654,9 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
 
             n = strlen(s) + (tail ? strlen(tail) : 0) + 2;
             detail = malloc(n);
-            if (tail) {
+            if (detail == NULL) {
+                /* reported below: argv has a NULL */
+            } else if (tail) {
                 /* "{...}" of the rest, spliced in without its braces */
                 snprintf(detail, n, "%s,%.*s", s, (int) strlen(tail) - 2,
                          tail + 1);
@@ -1667,9 +1669,12 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
 
         s = malloc(strlen(ictl_str(obj, "title"))
                    + strlen(ictl_str(obj, "slug")) + 2);
-        sprintf(s, "%s\n%s", ictl_str(obj, "title"), ictl_str(obj, "slug"));
-        search = ictl_lower(s);
-        free(s);
+        if (s) {
+            sprintf(s, "%s\n%s", ictl_str(obj, "title"),
+                    ictl_str(obj, "slug"));
+            search = ictl_lower(s);
+            free(s);
+        }
 
         ictl_epoch_of(obj, "starts", starts, sizeof(starts));
         ictl_epoch_of(obj, "ends", ends, sizeof(ends));
@@ -1733,11 +1738,13 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
                        + strlen(ictl_str(obj, "email"))
                        + strlen(ictl_str(obj, "phone"))
                        + strlen(ictl_str(obj, "reference")) + 4);
-            sprintf(s, "%s\n%s\n%s\n%s", ictl_str(obj, "name"),
-                    ictl_str(obj, "email"), ictl_str(obj, "phone"),
-                    ictl_str(obj, "reference"));
-            search = ictl_lower(s);
-            free(s);
+            if (s) {
+                sprintf(s, "%s\n%s\n%s\n%s", ictl_str(obj, "name"),
+                        ictl_str(obj, "email"), ictl_str(obj, "phone"),
+                        ictl_str(obj, "reference"));
+                search = ictl_lower(s);
+                free(s);
+            }
 
             ictl_epoch_of(obj, "createdTime", ct, sizeof(ct));
             ictl_epoch_of(obj, "updated", upd, sizeof(upd));
