@@ -53,7 +53,12 @@ ngx_integrations_json_send_chain(ngx_http_request_t *r, ngx_uint_t status,
 {
     ngx_int_t  rc;
 
-    /* the request body, if any, is not wanted here */
+    /*
+     * the request body, if any, is not wanted here; as for nginx's own
+     * error pages, no "100 Continue" invites a client to send it
+     */
+    r->expect_tested = 1;
+
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
     }

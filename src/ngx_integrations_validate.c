@@ -6,6 +6,8 @@
  *
  * The body is read in the PRECONTENT phase, after the access phase, so a
  * key without the location's scope is refused before its body is read.
+ * A valid body is left exactly as nginx read it (memory or temporary
+ * file): proxy_pass sends those bytes, nothing is re-serialised.
  */
 
 #include <ngx_config.h>
@@ -17,8 +19,12 @@
 #include "ngx_integrations_json.h"
 
 
+#define NGX_INTEGRATIONS_FIELD_LEN  96
+
+
 typedef struct {
     ngx_int_t                  status;      /* NGX_DONE while reading */
+    unsigned                   started:1;   /* the body is being read */
     unsigned                   json_error:1;
     unsigned                   json_sent:1;
 } ngx_integrations_validate_ctx_t;
@@ -31,7 +37,11 @@ typedef struct {
 } ngx_integrations_validate_result_t;
 
 
+static ngx_regex_t *ngx_integrations_validate_regex(ngx_conf_t *cf,
+    const char *pattern);
 static ngx_int_t ngx_integrations_validate_handler(ngx_http_request_t *r);
+static u_char *ngx_integrations_validate_bytes(ngx_http_request_t *r,
+    size_t *len);
 static void ngx_integrations_validate_body(ngx_http_request_t *r);
 static ngx_int_t ngx_integrations_cors_preflight(ngx_http_request_t *r);
 static ngx_int_t ngx_integrations_validate_header_filter(
@@ -55,6 +65,15 @@ static const char  *ngx_integrations_category[] = {
     "COMEDY", "MUSIC", "CONFERENCE", "WORKSHOP", "THEATER", "SPORTS",
     "OTHER", NULL
 };
+
+/* optional free-text fields of an event: only their type is checked */
+static const char  *ngx_integrations_event_strings[] = {
+    "timezone", "venueName", "city", "country", "description", NULL
+};
+
+static const char  *ngx_integrations_expose =
+    "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, "
+    "RateLimit-Policy, RateLimit, Retry-After, ETag";
 
 
 char *
@@ -120,15 +139,18 @@ ngx_integrations_validate_init(ngx_conf_t *cf)
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
-    /* compiled once, at configuration time */
+    /*
+     * Compiled once, at configuration time. "\z", not "$": "$" would also
+     * match before a final newline ("USD\n").
+     */
     ngx_integrations_iso_re = ngx_integrations_validate_regex(cf,
-        "^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])"
-        "T([01]\\d|2[0-3]):[0-5]\\d(:[0-5]\\d(\\.\\d{1,9})?)?"
-        "(Z|[+-]([01]\\d|2[0-3]):?[0-5]\\d)$");
+        "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+        "T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,9})?)?"
+        "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])\\z");
     ngx_integrations_currency_re = ngx_integrations_validate_regex(cf,
-        "^[A-Z]{3}$");
+        "^[A-Z]{3}\\z");
     ngx_integrations_slug_re = ngx_integrations_validate_regex(cf,
-        "^[a-z0-9][a-z0-9-]{0,127}$");
+        "^[a-z0-9][a-z0-9-]{0,127}\\z");
 
     if (ngx_integrations_iso_re == NULL
         || ngx_integrations_currency_re == NULL
@@ -139,6 +161,7 @@ ngx_integrations_validate_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
+    /* preflights carry no key: answered before the access phase */
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
@@ -146,6 +169,7 @@ ngx_integrations_validate_init(ngx_conf_t *cf)
 
     *h = ngx_integrations_cors_preflight;
 
+    /* bodies are read only once the access phase admitted the key */
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
@@ -169,11 +193,17 @@ static void
 ngx_integrations_fail(ngx_integrations_validate_result_t *res,
     const char *field, const char *message, ngx_uint_t conditional)
 {
-    json_t  *d;
+    json_t  *d, *m;
+
+    /* jansson's parse errors are UTF-8, but never trust it blindly */
+    m = json_string(message);
+    if (m == NULL) {
+        m = json_string("is not valid");
+    }
 
     d = json_object();
     json_object_set_new(d, "field", json_string(field));
-    json_object_set_new(d, "message", json_string(message));
+    json_object_set_new(d, "message", m);
     json_array_append_new(res->details, d);
 
     if (conditional) {
@@ -185,39 +215,108 @@ ngx_integrations_fail(ngx_integrations_validate_result_t *res,
 }
 
 
-static ngx_int_t
-ngx_integrations_match(ngx_regex_t *re, const char *s)
+static void
+ngx_integrations_field(char *buf, const char *path, const char *f)
 {
-    ngx_str_t  str;
+    u_char  *p;
 
-    str.data = (u_char *) s;
-    str.len = ngx_strlen(s);
+    p = ngx_snprintf((u_char *) buf, NGX_INTEGRATIONS_FIELD_LEN - 1, "%s%s",
+                     path, f);
+    *p = '\0';
+}
 
-    return ngx_regex_exec(re, &str, NULL, 0) >= 0;
+
+static ngx_uint_t
+ngx_integrations_match(ngx_regex_t *re, json_t *v)
+{
+    ngx_str_t  s;
+
+    if (!json_is_string(v)) {
+        return 0;
+    }
+
+    s.data = (u_char *) json_string_value(v);
+    s.len = json_string_length(v);
+
+    return ngx_regex_exec(re, &s, NULL, 0) >= 0;
+}
+
+
+static ngx_uint_t
+ngx_integrations_is_datetime(json_t *v)
+{
+    u_char      *p;
+    ngx_int_t    year, month, day, last;
+
+    static ngx_int_t  days[] = {
+        31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+    };
+
+    if (!ngx_integrations_match(ngx_integrations_iso_re, v)) {
+        return 0;
+    }
+
+    /* the pattern fixed the positions of YYYY-MM-DD; now the calendar */
+    p = (u_char *) json_string_value(v);
+
+    year = ngx_atoi(p, 4);
+    month = ngx_atoi(p + 5, 2);
+    day = ngx_atoi(p + 8, 2);
+
+    last = days[month - 1];
+
+    if (month == 2
+        && year % 4 == 0 && (year % 100 != 0 || year % 400 == 0))
+    {
+        last = 29;
+    }
+
+    return day <= last;
 }
 
 
 static void
 ngx_integrations_check_time(ngx_integrations_validate_result_t *res,
-    json_t *obj, const char *f, ngx_uint_t required)
+    json_t *obj, const char *path, const char *f, ngx_uint_t required)
+{
+    char     field[NGX_INTEGRATIONS_FIELD_LEN];
+    json_t  *v;
+
+    ngx_integrations_field(field, path, f);
+
+    v = json_object_get(obj, f);
+
+    /* required 1: must be there; 2: may be absent, but never null */
+
+    if (v == NULL || json_is_null(v)) {
+        if (required == 1) {
+            ngx_integrations_fail(res, field, "is required", 0);
+
+        } else if (v && required == 2) {
+            ngx_integrations_fail(res, field, "cannot be removed", 0);
+        }
+
+        /* an optional one may be null: none */
+        return;
+    }
+
+    if (!ngx_integrations_is_datetime(v)) {
+        ngx_integrations_fail(res, field, "must be an ISO-8601 date-time, "
+                              "e.g. 2026-09-01T19:00:00Z", 0);
+    }
+}
+
+
+static void
+ngx_integrations_check_string(ngx_integrations_validate_result_t *res,
+    json_t *obj, const char *f)
 {
     json_t  *v;
 
     v = json_object_get(obj, f);
 
-    if (v == NULL || json_is_null(v)) {
-        if (required) {
-            ngx_integrations_fail(res, f, "is required", 0);
-        }
-        return;
-    }
-
-    if (!json_is_string(v)
-        || !ngx_integrations_match(ngx_integrations_iso_re,
-                                   json_string_value(v)))
-    {
-        ngx_integrations_fail(res, f, "must be an ISO-8601 date-time, e.g. "
-                              "2026-09-01T19:00:00Z", 0);
+    if (v && !json_is_null(v) && !json_is_string(v)) {
+        ngx_integrations_fail(res, f, "must be a string", 0);
     }
 }
 
@@ -249,14 +348,17 @@ ngx_integrations_check_enum(ngx_integrations_validate_result_t *res,
 }
 
 
+/* min 0: a non-negative integer (counts, cents); min 1: positive */
+
 static void
 ngx_integrations_check_count(ngx_integrations_validate_result_t *res,
-    json_t *obj, const char *path, const char *f, ngx_uint_t required)
+    json_t *obj, const char *path, const char *f, ngx_uint_t required,
+    json_int_t min)
 {
-    char     field[128];
+    char     field[NGX_INTEGRATIONS_FIELD_LEN];
     json_t  *v;
 
-    ngx_snprintf((u_char *) field, sizeof(field) - 1, "%s%s%Z", path, f);
+    ngx_integrations_field(field, path, f);
 
     v = json_object_get(obj, f);
 
@@ -267,10 +369,13 @@ ngx_integrations_check_count(ngx_integrations_validate_result_t *res,
         return;
     }
 
-    if (!json_is_integer(v) || json_integer_value(v) < 0) {
-        ngx_integrations_fail(res, field, "must be a non-negative integer "
-                              "(prices in integer cents)", 0);
+    if (json_is_integer(v) && json_integer_value(v) >= min) {
+        return;
     }
+
+    ngx_integrations_fail(res, field,
+                          min ? "must be a positive integer"
+                              : "must be a non-negative integer", 0);
 }
 
 
@@ -278,7 +383,8 @@ static void
 ngx_integrations_check_ticket(ngx_integrations_validate_result_t *res,
     json_t *t, const char *path)
 {
-    char     field[128];
+    char     prefix[NGX_INTEGRATIONS_FIELD_LEN];
+    char     field[NGX_INTEGRATIONS_FIELD_LEN];
     json_t  *v;
 
     if (!json_is_object(t)) {
@@ -286,17 +392,41 @@ ngx_integrations_check_ticket(ngx_integrations_validate_result_t *res,
         return;
     }
 
-    ngx_snprintf((u_char *) field, sizeof(field) - 1, "%s.name%Z", path);
+    ngx_integrations_field(prefix, path, ".");
+
+    ngx_integrations_field(field, prefix, "name");
     v = json_object_get(t, "name");
 
-    if (!json_is_string(v) || json_string_length(v) == 0) {
-        ngx_integrations_fail(res, field, "is required (a non-empty string)",
-                              0);
+    if (v == NULL) {
+        ngx_integrations_fail(res, field, "is required", 0);
+
+    } else if (!json_is_string(v) || json_string_length(v) == 0) {
+        ngx_integrations_fail(res, field, "must be a non-empty string", 0);
     }
 
-    ngx_snprintf((u_char *) field, sizeof(field) - 1, "%s.%Z", path);
-    ngx_integrations_check_count(res, t, field, "price", 1);
-    ngx_integrations_check_count(res, t, field, "quantity", 1);
+    /* prices are integer cents: 2500 is 25.00, 25.5 is refused */
+    ngx_integrations_field(field, prefix, "price");
+    v = json_object_get(t, "price");
+
+    if (v == NULL) {
+        ngx_integrations_fail(res, field, "is required", 0);
+
+    } else if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        ngx_integrations_fail(res, field, "must be a non-negative integer "
+                              "(cents: 2500 is 25.00)", 0);
+    }
+
+    ngx_integrations_check_count(res, t, prefix, "quantity", 1, 0);
+    ngx_integrations_check_count(res, t, prefix, "minPerOrder", 0, 1);
+    ngx_integrations_check_count(res, t, prefix, "maxPerOrder", 0, 1);
+    ngx_integrations_check_time(res, t, prefix, "salesStart", 0);
+    ngx_integrations_check_time(res, t, prefix, "salesEnd", 0);
+
+    v = json_object_get(t, "hidden");
+    if (v && !json_is_boolean(v)) {
+        ngx_integrations_field(field, prefix, "hidden");
+        ngx_integrations_fail(res, field, "must be true or false", 0);
+    }
 }
 
 
@@ -304,9 +434,15 @@ static void
 ngx_integrations_check_event(ngx_integrations_validate_result_t *res,
     json_t *obj, ngx_uint_t create)
 {
-    char     path[64];
+    char     path[NGX_INTEGRATIONS_FIELD_LEN];
+    u_char  *p;
     size_t   i;
     json_t  *v, *t;
+
+    if (!create && json_object_size(obj) == 0) {
+        ngx_integrations_fail(res, "body", "has no field to update", 0);
+        return;
+    }
 
     if (json_object_get(obj, "status")) {
         ngx_integrations_fail(res, "status", "Status changes are not "
@@ -314,22 +450,23 @@ ngx_integrations_check_event(ngx_integrations_validate_result_t *res,
     }
 
     v = json_object_get(obj, "title");
-    if (create || v) {
-        if (!json_is_string(v) || json_string_length(v) == 0) {
-            ngx_integrations_fail(res, "title", create ? "is required"
-                                  : "must be a non-empty string", 0);
+
+    if (v == NULL) {
+        if (create) {
+            ngx_integrations_fail(res, "title", "is required", 0);
         }
+
+    } else if (!json_is_string(v) || json_string_length(v) == 0) {
+        ngx_integrations_fail(res, "title", "must be a non-empty string", 0);
     }
 
-    ngx_integrations_check_time(res, obj, "startsAt", create);
-    ngx_integrations_check_time(res, obj, "endsAt", 0);
-    ngx_integrations_check_time(res, obj, "doorsOpen", 0);
+    /* startsAt: required on create, never removable (2: null refused) */
+    ngx_integrations_check_time(res, obj, "", "startsAt", create ? 1 : 2);
+    ngx_integrations_check_time(res, obj, "", "endsAt", 0);
+    ngx_integrations_check_time(res, obj, "", "doorsOpen", 0);
 
     v = json_object_get(obj, "currency");
-    if (v && (!json_is_string(v)
-              || !ngx_integrations_match(ngx_integrations_currency_re,
-                                         json_string_value(v))))
-    {
+    if (v && !ngx_integrations_match(ngx_integrations_currency_re, v)) {
         ngx_integrations_fail(res, "currency", "must be a three-letter "
                               "currency code, e.g. USD", 0);
     }
@@ -342,9 +479,15 @@ ngx_integrations_check_event(ngx_integrations_validate_result_t *res,
                                 "must be COMEDY, MUSIC, CONFERENCE, "
                                 "WORKSHOP, THEATER, SPORTS or OTHER");
 
-    v = json_object_get(obj, "timezone");
-    if (v && !json_is_string(v)) {
-        ngx_integrations_fail(res, "timezone", "must be a string", 0);
+    for (i = 0; ngx_integrations_event_strings[i]; i++) {
+        ngx_integrations_check_string(res, obj,
+                                      ngx_integrations_event_strings[i]);
+    }
+
+    v = json_object_get(obj, "slug");
+    if (v && !ngx_integrations_match(ngx_integrations_slug_re, v)) {
+        ngx_integrations_fail(res, "slug", "must match [a-z0-9][a-z0-9-]* "
+                              "(at most 128 characters)", 0);
     }
 
     v = json_object_get(obj, "ticketTypes");
@@ -354,8 +497,9 @@ ngx_integrations_check_event(ngx_integrations_validate_result_t *res,
 
         } else {
             json_array_foreach(v, i, t) {
-                ngx_snprintf((u_char *) path, sizeof(path) - 1,
-                             "ticketTypes[%uz]%Z", i);
+                p = ngx_snprintf((u_char *) path, sizeof(path) - 1,
+                                 "ticketTypes[%uz]", i);
+                *p = '\0';
                 ngx_integrations_check_ticket(res, t, path);
             }
         }
@@ -363,15 +507,6 @@ ngx_integrations_check_event(ngx_integrations_validate_result_t *res,
 
     if (create) {
         return;
-    }
-
-    v = json_object_get(obj, "slug");
-    if (v && (!json_is_string(v)
-              || !ngx_integrations_match(ngx_integrations_slug_re,
-                                         json_string_value(v))))
-    {
-        ngx_integrations_fail(res, "slug", "must match [a-z0-9][a-z0-9-]*",
-                              0);
     }
 
     v = json_object_get(obj, "addTicketType");
@@ -382,11 +517,7 @@ ngx_integrations_check_event(ngx_integrations_validate_result_t *res,
     v = json_object_get(obj, "removeTicketTypeId");
     if (v && (!json_is_integer(v) || json_integer_value(v) < 0)) {
         ngx_integrations_fail(res, "removeTicketTypeId",
-                              "must be a ticket type id", 0);
-    }
-
-    if (json_object_size(obj) == 0) {
-        ngx_integrations_fail(res, "body", "has no field to update", 0);
+                              "must be an integer ticket type id", 0);
     }
 }
 
@@ -395,9 +526,10 @@ static void
 ngx_integrations_check_checkin(ngx_integrations_validate_result_t *res,
     json_t *obj)
 {
-    json_t  *enter;
+    json_t  *enter, *date;
 
     enter = json_object_get(obj, "enter");
+    date = json_object_get(obj, "entry_date");
 
     if (enter == NULL) {
         ngx_integrations_fail(res, "enter", "is required (1 to mark as "
@@ -410,17 +542,16 @@ ngx_integrations_check_checkin(ngx_integrations_validate_result_t *res,
         ngx_integrations_fail(res, "enter", "must be 0 or 1", 0);
     }
 
-    if (json_is_integer(enter) && json_integer_value(enter) == 1) {
-        if (json_object_get(obj, "entry_date") == NULL
-            || json_is_null(json_object_get(obj, "entry_date")))
-        {
-            ngx_integrations_fail(res, "entry_date", "is required when "
-                                  "enter is 1", 1);
-            return;
-        }
+    /* Fourvenues: a field required by another one's value is a 422 */
+    if (json_is_integer(enter) && json_integer_value(enter) == 1
+        && (date == NULL || json_is_null(date)))
+    {
+        ngx_integrations_fail(res, "entry_date", "is required when enter "
+                              "is 1", 1);
+        return;
     }
 
-    ngx_integrations_check_time(res, obj, "entry_date", 0);
+    ngx_integrations_check_time(res, obj, "", "entry_date", 0);
 }
 
 
@@ -441,7 +572,8 @@ ngx_integrations_validate_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_integrations_module);
 
-    if (ctx && ctx->status != NGX_DONE) {
+    if (ctx && ctx->started) {
+        /* NGX_DONE while the body is read, NGX_DECLINED once it is valid */
         return ctx->status;
     }
 
@@ -454,9 +586,13 @@ ngx_integrations_validate_handler(ngx_http_request_t *r)
         ngx_http_set_ctx(r, ctx, ngx_http_integrations_module);
     }
 
+    ctx->started = 1;
     ctx->status = NGX_DONE;
 
-    /* keep it whole in memory when it fits client_body_buffer_size */
+    /*
+     * One buffer when it fits client_body_buffer_size, else a temporary
+     * file; client_max_body_size (413) bounds both.
+     */
     r->request_body_in_single_buf = 1;
 
     rc = ngx_http_read_client_request_body(r,
@@ -496,7 +632,7 @@ ngx_integrations_validate_bytes(ngx_http_request_t *r, size_t *len)
 
     *len = (size_t) size;
 
-    data = ngx_pnalloc(r->pool, size + 1);
+    data = ngx_pnalloc(r->pool, (size_t) size + 1);
     if (data == NULL) {
         return NULL;
     }
@@ -516,10 +652,14 @@ ngx_integrations_validate_bytes(ngx_http_request_t *r, size_t *len)
             continue;
         }
 
-        /* a large body went to a temporary file */
-        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+        /* a large body went to a temporary file; it stays there */
+        n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
                           b->file_pos);
+
         if (n != b->file_last - b->file_pos) {
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "integrations_validate: could not read the body "
+                          "back from \"%V\"", &b->file->name);
             return NULL;
         }
 
@@ -533,9 +673,9 @@ ngx_integrations_validate_bytes(ngx_http_request_t *r, size_t *len)
 static void
 ngx_integrations_validate_body(ngx_http_request_t *r)
 {
-    char                               *out;
+    char                                msg[256], *out;
+    u_char                             *p, *data;
     size_t                              len;
-    u_char                             *data;
     json_t                             *obj, *body;
     ngx_int_t                           rc;
     ngx_uint_t                          status;
@@ -547,7 +687,7 @@ ngx_integrations_validate_body(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_integrations_module);
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
 
-    if (r->request_body == NULL) {
+    if (ctx == NULL || r->request_body == NULL) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
@@ -562,6 +702,11 @@ ngx_integrations_validate_body(ngx_http_request_t *r)
     res.conditional = 0;
     res.other = 0;
 
+    if (res.details == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
     obj = NULL;
 
     if (len == 0) {
@@ -569,10 +714,16 @@ ngx_integrations_validate_body(ngx_http_request_t *r)
                               "expected", 0);
 
     } else {
-        obj = json_loadb((char *) data, len, JSON_REJECT_DUPLICATES, &err);
+        /* a scalar parses, to be refused as "must be a JSON object" */
+        obj = json_loadb((char *) data, len,
+                         JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
 
         if (obj == NULL) {
-            ngx_integrations_fail(&res, "body", err.text, 0);
+            p = ngx_snprintf((u_char *) msg, sizeof(msg) - 1,
+                             "is not valid JSON: %s (line %d, column %d)",
+                             err.text, err.line, err.column);
+            *p = '\0';
+            ngx_integrations_fail(&res, "body", msg, 0);
 
         } else if (!json_is_object(obj)) {
             ngx_integrations_fail(&res, "body", "must be a JSON object", 0);
@@ -602,7 +753,17 @@ ngx_integrations_validate_body(ngx_http_request_t *r)
     /* only conditional requirements missing: 422, as Fourvenues does */
     status = res.other ? NGX_HTTP_BAD_REQUEST : 422;
 
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "integrations_validate: body refused with %ui, "
+                  "%ui failure(s)", status, res.conditional + res.other);
+
     body = json_object();
+    if (body == NULL) {
+        json_decref(res.details);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
     json_object_set_new(body, "error", json_string("Validation failed"));
     json_object_set_new(body, "details", res.details);
     out = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -657,11 +818,40 @@ ngx_integrations_header_in(ngx_http_request_t *r, const char *name)
 }
 
 
+/* the module owns these headers: an upstream's own ones are dropped */
+
 static ngx_int_t
-ngx_integrations_cors_add(ngx_http_request_t *r, const char *name,
+ngx_integrations_cors_set(ngx_http_request_t *r, const char *name,
     const char *value)
 {
-    ngx_str_t  v;
+    size_t            len;
+    ngx_str_t         v;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash && h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            h[i].hash = 0;
+        }
+    }
 
     v.data = (u_char *) value;
     v.len = ngx_strlen(value);
@@ -699,15 +889,20 @@ ngx_integrations_cors_preflight(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(allow.data, "Content-Type, ", 14);
-    p = ngx_cpymem(p, keys.data, keys.len);
+    p = ngx_cpymem(allow.data, "Content-Type", sizeof("Content-Type") - 1);
+
+    if (keys.len) {
+        p = ngx_cpymem(p, ", ", 2);
+        p = ngx_cpymem(p, keys.data, keys.len);
+    }
+
     allow.len = p - allow.data;
 
-    if (ngx_integrations_cors_add(r, "Access-Control-Allow-Methods",
+    if (ngx_integrations_cors_set(r, "Access-Control-Allow-Methods",
                                   "GET, POST, PATCH, PUT, OPTIONS") != NGX_OK
         || ngx_integrations_json_header(r, "Access-Control-Allow-Headers",
                                         &allow) != NGX_OK
-        || ngx_integrations_cors_add(r, "Access-Control-Max-Age", "86400")
+        || ngx_integrations_cors_set(r, "Access-Control-Max-Age", "86400")
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -737,16 +932,28 @@ ngx_integrations_error_text(ngx_uint_t status)
     switch (status) {
     case NGX_HTTP_BAD_REQUEST:
         return "Bad request";
+    case NGX_HTTP_UNAUTHORIZED:
+        return "Unauthorized";
+    case NGX_HTTP_FORBIDDEN:
+        return "Forbidden";
     case NGX_HTTP_NOT_FOUND:
         return "Not found";
     case NGX_HTTP_NOT_ALLOWED:
         return "Method not allowed";
     case NGX_HTTP_REQUEST_TIME_OUT:
         return "Request timeout";
+    case NGX_HTTP_LENGTH_REQUIRED:
+        return "Length required";
     case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
         return "Payload too large";
+    case NGX_HTTP_UNSUPPORTED_MEDIA_TYPE:
+        return "Unsupported media type";
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        return "Too many requests";
     case NGX_HTTP_INTERNAL_SERVER_ERROR:
         return "Internal server error";
+    case NGX_HTTP_NOT_IMPLEMENTED:
+        return "Not implemented";
     case NGX_HTTP_BAD_GATEWAY:
         return "Bad gateway";
     case NGX_HTTP_SERVICE_UNAVAILABLE:
@@ -756,6 +963,36 @@ ngx_integrations_error_text(ngx_uint_t status)
     default:
         return status < 500 ? "Request failed" : "Server error";
     }
+}
+
+
+/*
+ * A page nginx made itself: ngx_http_special_response_handler() sets
+ * r->err_status and answers text/html (or nothing at all for the codes
+ * it has no page for). An upstream's own response has a status_n.
+ */
+
+static ngx_uint_t
+ngx_integrations_nginx_error(ngx_http_request_t *r)
+{
+    ngx_str_t  *type;
+
+    if (r->headers_out.status < NGX_HTTP_BAD_REQUEST
+        || r->err_status == 0
+        || (r->upstream && r->upstream->headers_in.status_n))
+    {
+        return 0;
+    }
+
+    type = &r->headers_out.content_type;
+
+    if (type->len == 0) {
+        return r->headers_out.content_length_n <= 0;
+    }
+
+    return type->len == sizeof("text/html") - 1
+           && ngx_strncasecmp(type->data, (u_char *) "text/html",
+                              sizeof("text/html") - 1) == 0;
 }
 
 
@@ -775,27 +1012,16 @@ ngx_integrations_validate_header_filter(ngx_http_request_t *r)
     }
 
     if (ilcf->cors
-        && (ngx_integrations_cors_add(r, "Access-Control-Allow-Origin", "*")
+        && (ngx_integrations_cors_set(r, "Access-Control-Allow-Origin", "*")
             != NGX_OK
-            || ngx_integrations_cors_add(r, "Access-Control-Expose-Headers",
-                   "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, "
-                   "RateLimit-Policy, RateLimit, Retry-After, ETag")
+            || ngx_integrations_cors_set(r, "Access-Control-Expose-Headers",
+                                         ngx_integrations_expose)
                != NGX_OK))
     {
         return NGX_ERROR;
     }
 
-    /*
-     * An error page nginx made itself (413, 502, 504, ...) is HTML; an
-     * upstream's own error response and this product's JSON are left as
-     * they are.
-     */
-    if (r->headers_out.status < NGX_HTTP_BAD_REQUEST || r->header_only
-        || (r->upstream && r->upstream->headers_in.status_n)
-        || r->headers_out.content_type.len < 9
-        || ngx_strncmp(r->headers_out.content_type.data, "text/html", 9)
-           != 0)
-    {
+    if (!ngx_integrations_nginx_error(r)) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -807,7 +1033,6 @@ ngx_integrations_validate_header_filter(ngx_http_request_t *r)
             return NGX_ERROR;
         }
 
-        ctx->status = NGX_DECLINED;
         ngx_http_set_ctx(r, ctx, ngx_http_integrations_module);
     }
 
@@ -833,6 +1058,7 @@ static ngx_int_t
 ngx_integrations_validate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     u_char                           *p;
+    size_t                            len;
     ngx_buf_t                        *b;
     ngx_chain_t                      *cl, out;
     const char                       *text;
@@ -840,7 +1066,7 @@ ngx_integrations_validate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_integrations_module);
 
-    if (ctx == NULL || !ctx->json_error) {
+    if (ctx == NULL || !ctx->json_error || r->header_only) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -857,15 +1083,16 @@ ngx_integrations_validate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ctx->json_sent = 1;
 
     text = ngx_integrations_error_text(r->headers_out.status);
+    len = ngx_strlen(text);
 
-    b = ngx_create_temp_buf(r->pool, ngx_strlen(text) + 16);
+    b = ngx_create_temp_buf(r->pool, len + sizeof("{\"error\":\"\"}\n") - 1);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(b->pos, "{\"error\":\"", 10);
-    p = ngx_cpymem(p, text, ngx_strlen(text));
-    p = ngx_cpymem(p, "\"}\n", 3);
+    p = ngx_cpymem(b->pos, "{\"error\":\"", sizeof("{\"error\":\"") - 1);
+    p = ngx_cpymem(p, text, len);
+    p = ngx_cpymem(p, "\"}\n", sizeof("\"}\n") - 1);
     b->last = p;
     b->last_buf = 1;
     b->last_in_chain = 1;

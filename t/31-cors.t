@@ -25,6 +25,16 @@ server {
         apikey on;
         proxy_pass http://127.0.0.1:%%PORT2%%;
     }
+    location /defaults/ {
+        apikey on;
+        apikey_scope events:write;
+        integrations_cors on;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+        location /defaults/off/ {
+            integrations_cors off;
+            proxy_pass http://127.0.0.1:%%PORT2%%;
+        }
+    }
 }
 server {
     listen 127.0.0.1:%%PORT2%%;
@@ -69,6 +79,42 @@ ok($r->{headers}{'retry-after'}, 'Retry-After kept');
 
 ok(!exists $h->get('/nocors/x', { 'x-api-key' => $key })->{headers}
        {'access-control-allow-origin'}, 'no CORS where it is off');
+
+# a preflight needs both Origin and Access-Control-Request-Method
+$r = $h->request('OPTIONS', '/v2/integrations/events',
+                 { Origin => 'https://app.example' });
+is($r->{status}, 401, 'OPTIONS without Access-Control-Request-Method: '
+   . 'not a preflight, the key is needed');
+is($r->{headers}{'access-control-allow-origin'}, '*', 'still with CORS');
+$r = $h->request('OPTIONS', '/v2/integrations/events',
+                 { 'Access-Control-Request-Method' => 'GET' });
+is($r->{status}, 401, 'OPTIONS without Origin: not a preflight');
+
+# the default key headers, inheritance, a 403
+$r = $h->request('OPTIONS', '/defaults/x', \%pre);
+is($r->{status}, 204, 'preflight, default key headers');
+is($r->{headers}{'access-control-allow-headers'},
+   'Content-Type, Authorization, X-Api-Key, api-key',
+   'Allow-Headers: Content-Type and the three default key headers');
+$r = $h->request('OPTIONS', '/defaults/off/x', \%pre);
+is($r->{status}, 401, 'integrations_cors off in a nested location');
+ok(!exists $r->{headers}{'access-control-allow-origin'}, 'no CORS there');
+$r = $h->get('/defaults/x', { 'X-Api-Key' => $key });
+is($r->{status}, 403, 'missing scope: 403');
+is($r->{headers}{'access-control-allow-origin'}, '*', 'CORS on the 403');
+is($r->{headers}{'access-control-expose-headers'},
+   'RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, '
+   . 'RateLimit-Policy, RateLimit, Retry-After, ETag',
+   'Expose-Headers, complete');
+
+# Redis gone (closed policy): 503, with CORS; a preflight needs no Redis
+$h->stop_redis;
+$r = $h->get('/defaults/x', { 'X-Api-Key' => $key });
+is($r->{status}, 503, 'Redis down: 503');
+is($r->{headers}{'access-control-allow-origin'}, '*', 'CORS on the 503');
+like($r->{headers}{'content-type'}, qr/json/, 'the 503 is JSON');
+$r = $h->request('OPTIONS', '/defaults/x', \%pre);
+is($r->{status}, 204, 'preflight answered with Redis down');
 
 $h->done;
 done_testing;
