@@ -9,6 +9,11 @@
 
 #include "ngx_integrations_common.h"
 #include "ngx_integrations_json.h"
+#include "ngx_integrations_cache.h"
+
+
+/* rendered pages per worker: the bench data set's pages fit ten times */
+#define NGX_HTTP_INTEGRATIONS_CACHE_SIZE  (32 * 1024 * 1024)
 
 
 static void *ngx_http_integrations_create_main_conf(ngx_conf_t *cf);
@@ -17,6 +22,8 @@ static char *ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_integrations_init(ngx_conf_t *cf);
 static char *ngx_http_integrations_redis(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_integrations_cache(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_integrations_init_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_integrations_stats_init(ngx_shm_zone_t *zone,
@@ -32,6 +39,13 @@ static ngx_command_t  ngx_http_integrations_commands[] = {
     { ngx_string("integrations_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_integrations_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("integrations_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_integrations_cache,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -156,6 +170,8 @@ ngx_http_integrations_create_main_conf(ngx_conf_t *cf)
      *     imcf->redis_set = 0;
      */
 
+    imcf->cache_size = NGX_CONF_UNSET_SIZE;
+
     if (ngx_array_init(&imcf->redis.scripts, cf->pool, 4,
                        sizeof(ngx_integrations_redis_script_t *))
         != NGX_OK)
@@ -225,6 +241,43 @@ ngx_http_integrations_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     return ngx_integrations_redis_parse(cf, &imcf->redis, cf->args->elts,
                                         cf->args->nelts);
+}
+
+
+/* integrations_cache 64m | off: the page cache's budget per worker */
+
+static char *
+ngx_http_integrations_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_integrations_main_conf_t  *imcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (imcf->cache_size != NGX_CONF_UNSET_SIZE) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        imcf->cache_size = 0;
+        return NGX_CONF_OK;
+    }
+
+    size = ngx_parse_size(&value[1]);
+
+    if (size == NGX_ERROR || size < 64 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid page cache size \"%V\", expected a "
+                           "size of at least 64k (e.g. 32m) or \"off\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    imcf->cache_size = (size_t) size;
+
+    return NGX_CONF_OK;
 }
 
 
@@ -327,11 +380,13 @@ ngx_http_integrations_status_handler(ngx_http_request_t *r)
                 "\"timeouts\":%uA,\"failures\":%uA,\"connects\":%uA},"
                 "\"keys\":{\"ok\":%uA,\"unauthorized\":%uA,"
                 "\"forbidden\":%uA,\"limited\":%uA,\"unavailable\":%uA,"
-                "\"open\":%uA,\"ambiguous\":%uA}}\n",
+                "\"open\":%uA,\"ambiguous\":%uA},"
+                "\"pages\":{\"cached\":%uA,\"fetched\":%uA}}\n",
                 st->redis_commands, st->redis_replies, st->redis_timeouts,
                 st->redis_failures, st->redis_connects, st->keys_ok,
                 st->keys_unauthorized, st->keys_forbidden, st->keys_limited,
-                st->keys_unavailable, st->keys_open, st->keys_ambiguous);
+                st->keys_unavailable, st->keys_open, st->keys_ambiguous,
+                st->pages_cached, st->pages_fetched);
         ngx_str_set(&r->headers_out.content_type, "application/json");
 
     } else {
@@ -353,11 +408,15 @@ ngx_http_integrations_status_handler(ngx_http_request_t *r)
                 "integrations_keys_total{result=\"limited\"} %uA\n"
                 "integrations_keys_total{result=\"unavailable\"} %uA\n"
                 "integrations_keys_total{result=\"open\"} %uA\n"
-                "integrations_keys_total{result=\"ambiguous\"} %uA\n",
+                "integrations_keys_total{result=\"ambiguous\"} %uA\n"
+                "# TYPE integrations_pages_total counter\n"
+                "integrations_pages_total{source=\"cache\"} %uA\n"
+                "integrations_pages_total{source=\"redis\"} %uA\n",
                 st->redis_commands, st->redis_replies, st->redis_timeouts,
                 st->redis_failures, st->redis_connects, st->keys_ok,
                 st->keys_unauthorized, st->keys_forbidden, st->keys_limited,
-                st->keys_unavailable, st->keys_open, st->keys_ambiguous);
+                st->keys_unavailable, st->keys_open, st->keys_ambiguous,
+                st->pages_cached, st->pages_fetched);
         ngx_str_set(&r->headers_out.content_type,
                     "text/plain; version=0.0.4");
     }
@@ -398,6 +457,10 @@ ngx_http_integrations_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_integrations_cache_init(imcf->cache_size == NGX_CONF_UNSET_SIZE
+                                ? NGX_HTTP_INTEGRATIONS_CACHE_SIZE
+                                : imcf->cache_size);
+
     return ngx_integrations_redis_init_worker(cycle, &imcf->redis);
 }
 
@@ -415,4 +478,5 @@ ngx_http_integrations_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_integrations_redis_exit_worker(&imcf->redis);
+    ngx_integrations_cache_done();
 }

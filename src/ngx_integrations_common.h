@@ -17,6 +17,7 @@
 typedef struct {
     ngx_integrations_redis_conf_t   redis;
     ngx_flag_t                      redis_set;
+    size_t                          cache_size;  /* per worker, 0: off */
     void                           *handlers;  /* handlers.c's own */
 } ngx_http_integrations_main_conf_t;
 
@@ -72,6 +73,8 @@ typedef struct {
     ngx_atomic_t                    keys_unavailable;
     ngx_atomic_t                    keys_open;
     ngx_atomic_t                    keys_ambiguous;
+    ngx_atomic_t                    pages_cached;   /* served from cache */
+    ngx_atomic_t                    pages_fetched;  /* read from Redis */
 } ngx_integrations_stats_t;
 
 /* never NULL: a process-local table until the shared one exists */

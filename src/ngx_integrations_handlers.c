@@ -9,6 +9,13 @@
  * body is a buffer chain over the kept reply's strings, with a page's
  * items joined into one buffer. The ETag is a 64-bit hash of the chain;
  * If-None-Match is answered by nginx's not_modified filter (304).
+ *
+ * Rendered pages are cached per worker (ngx_integrations_cache.c), tagged
+ * with the data set's version D:ver, which every import bumps. A request
+ * first asks Redis for D:ver (a plain GET); the cached page is served only
+ * if its tag is that version, else the script runs. On a miss the GET and
+ * the script go together, GET first: the page is then at least as new as
+ * its tag, so a tag can be too old (one extra fetch), never too new.
  */
 
 #include <ngx_config.h>
@@ -17,6 +24,7 @@
 
 #include "ngx_integrations_common.h"
 #include "ngx_integrations_json.h"
+#include "ngx_integrations_cache.h"
 
 
 #define NGX_HTTP_INTEGRATIONS_EVENTS_SIZE      50
@@ -106,6 +114,13 @@ typedef struct {
     ngx_integrations_redis_cmd_t        cmd;
     ngx_str_t                           args[NGX_HTTP_INTEGRATIONS_NARGS];
 
+    /* the page cache: this page's key, D:ver as Redis said it */
+    ngx_str_t                           cache_key;
+    uint32_t                            cache_hash;
+    ngx_str_t                           version;
+    ngx_integrations_redis_cmd_t        version_cmd;
+    ngx_str_t                           version_args[2];
+
     /* a list: what the replies said (strings of kept replies) */
     long long                           total;
     redisReply                         *ef;
@@ -117,6 +132,8 @@ typedef struct {
     long long                           need;
     ngx_uint_t                          slices;
     unsigned                            more:1;
+    unsigned                            cacheable:1;
+    unsigned                            revalidating:1;
 } ngx_http_integrations_ctx_t;
 
 
@@ -135,6 +152,13 @@ static ngx_int_t ngx_http_integrations_start(ngx_http_request_t *r,
     ngx_http_integrations_loc_conf_t *ilcf,
     ngx_integrations_identity_t *id);
 static void ngx_http_integrations_reply(void *data, redisReply *reply);
+static ngx_int_t ngx_http_integrations_cache_key(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx);
+static void ngx_http_integrations_version(void *data, redisReply *reply);
+static ngx_int_t ngx_http_integrations_send_cached(ngx_http_request_t *r,
+    ngx_integrations_cache_entry_t *e);
+static ngx_int_t ngx_http_integrations_send_page(ngx_http_request_t *r,
+    ngx_str_t *etag, ngx_chain_t *out, off_t len);
 static ngx_int_t ngx_http_integrations_respond(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_integrations_slice(ngx_http_request_t *r,
@@ -149,6 +173,7 @@ static ngx_int_t ngx_http_integrations_whoami(ngx_http_request_t *r,
 static ngx_int_t ngx_http_integrations_utf8(ngx_pool_t *pool,
     ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_send(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx,
     ngx_http_integrations_body_t *body);
 static void ngx_http_integrations_free_reply(void *data);
 static ngx_integrations_redis_conf_t *ngx_http_integrations_redis(
@@ -171,6 +196,7 @@ static ngx_int_t ngx_http_integrations_bad_request(ngx_http_request_t *r,
     ngx_http_integrations_query_t *q);
 static ngx_int_t ngx_http_integrations_unauthorized(ngx_http_request_t *r);
 static ngx_int_t ngx_http_integrations_not_allowed(ngx_http_request_t *r);
+static ngx_int_t ngx_http_integrations_unavailable(ngx_http_request_t *r);
 
 
 static ngx_str_t  ngx_http_integrations_params[] = {
@@ -467,6 +493,7 @@ ngx_http_integrations_start(ngx_http_request_t *r,
     ngx_uint_t                              params, def, max, i;
     ngx_http_integrations_ctx_t            *ctx;
     ngx_http_integrations_query_t          *q;
+    ngx_integrations_cache_entry_t         *e;
     ngx_integrations_redis_conf_t          *rcf;
     ngx_http_integrations_main_conf_t      *imcf;
     ngx_http_integrations_handlers_main_t  *hm;
@@ -704,6 +731,34 @@ send:
     ctx->cmd.handler = ngx_http_integrations_reply;
     ctx->cmd.data = ctx;
 
+    /* liveOnly depends on the time, not only on the data */
+    if (ngx_integrations_cache_enabled()
+        && !(ilcf->handler == NGX_INTEGRATIONS_EVENTS && a[7].len))
+    {
+        if (ngx_http_integrations_cache_key(r, ctx) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        e = ngx_integrations_cache_lookup(&ctx->cache_key, ctx->cache_hash);
+
+        rc = ngx_integrations_redis_send_r(r, rcf, &ctx->version_cmd);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_DECLINED) {
+            return ngx_http_integrations_unavailable(r);
+        }
+
+        if (e) {
+            /* the version's reply decides: the page, or the script */
+            ctx->revalidating = 1;
+            r->main->count++;
+            return NGX_DONE;
+        }
+    }
+
     rc = ngx_integrations_redis_send_r(r, rcf, &ctx->cmd);
 
     if (rc == NGX_ERROR) {
@@ -711,9 +766,7 @@ send:
     }
 
     if (rc == NGX_DECLINED) {
-        return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                     (u_char *) NGX_HTTP_INTEGRATIONS_503,
-                                     sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+        return ngx_http_integrations_unavailable(r);
     }
 
     r->main->count++;
@@ -743,6 +796,134 @@ ngx_http_integrations_reply(void *data, redisReply *reply)
     }
 
     /* r and ctx may be gone after this */
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* the page's identity: the handler, the page and the script's arguments */
+
+static ngx_int_t
+ngx_http_integrations_cache_key(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_str_t   *a;
+    ngx_uint_t   i;
+
+    a = ctx->args;
+    len = 3 * (NGX_INT_T_LEN + 1);
+
+    for (i = 0; i < ctx->cmd.nargs; i++) {
+        len += NGX_SIZE_T_LEN + 2 + a[i].len;
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->cache_key.data = p;
+    p = ngx_sprintf(p, "%ui %ui %ui", ctx->handler, ctx->page, ctx->size);
+
+    /* length-prefixed: no argument can pass for two */
+    for (i = 0; i < ctx->cmd.nargs; i++) {
+        p = ngx_sprintf(p, " %uz:%V", a[i].len, &a[i]);
+    }
+
+    ctx->cache_key.len = p - ctx->cache_key.data;
+    ctx->cache_hash = ngx_integrations_cache_hash(&ctx->cache_key);
+
+    /* GET D:ver */
+    p = ngx_pnalloc(r->pool, a[0].len + sizeof(":ver") - 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&ctx->version_args[0], "GET");
+    ctx->version_args[1].data = p;
+    p = ngx_cpymem(p, a[0].data, a[0].len);
+    p = ngx_cpymem(p, ":ver", sizeof(":ver") - 1);
+    ctx->version_args[1].len = p - ctx->version_args[1].data;
+
+    ctx->version_cmd.nargs = 2;
+    ctx->version_cmd.args = ctx->version_args;
+    ctx->version_cmd.handler = ngx_http_integrations_version;
+    ctx->version_cmd.data = ctx;
+
+    return NGX_OK;
+}
+
+
+/*
+ * D:ver's reply. On a miss the script follows on its own; when a page is
+ * cached, this reply decides whether it is served or fetched again.
+ */
+
+static void
+ngx_http_integrations_version(void *data, redisReply *reply)
+{
+    ngx_http_integrations_ctx_t  *ctx = data;
+
+    ngx_int_t                        rc;
+    ngx_connection_t                *c;
+    ngx_http_request_t              *r;
+    ngx_integrations_cache_entry_t  *e;
+
+    r = ctx->request;
+    c = r->connection;
+
+    /* nil: a data set no import versioned yet, never cached */
+    if (reply && reply->type == REDIS_REPLY_STRING && reply->len > 0) {
+        ctx->version.data = ngx_pnalloc(r->pool, reply->len);
+
+        if (ctx->version.data) {
+            ngx_memcpy(ctx->version.data, reply->str, reply->len);
+            ctx->version.len = reply->len;
+        }
+    }
+
+    if (!ctx->revalidating) {
+        return;
+    }
+
+    ctx->revalidating = 0;
+
+    if (reply == NULL) {
+        rc = ngx_http_integrations_unavailable(r);
+        goto done;
+    }
+
+    /* looked up again: the entry may have changed while Redis answered */
+    e = ngx_integrations_cache_lookup(&ctx->cache_key, ctx->cache_hash);
+
+    if (e && ctx->version.len
+        && e->version.len == ctx->version.len
+        && ngx_memcmp(e->version.data, ctx->version.data, e->version.len)
+           == 0)
+    {
+        rc = ngx_http_integrations_send_cached(r, e);
+        goto done;
+    }
+
+    rc = ngx_integrations_redis_send_r(r,
+                                       ngx_http_integrations_redis(r),
+                                       &ctx->cmd);
+    if (rc == NGX_OK) {
+        return;
+    }
+
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_integrations_unavailable(r);
+
+    } else {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+done:
+
+    /* r may be gone after this */
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
 }
@@ -852,7 +1033,7 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        return ngx_http_integrations_send(r, &body);
+        return ngx_http_integrations_send(r, ctx, &body);
     }
 
     if (ctx->slices == 0) {
@@ -868,7 +1049,7 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_integrations_send(r, &body);
+    return ngx_http_integrations_send(r, ctx, &body);
 
 malformed:
 
@@ -877,9 +1058,7 @@ malformed:
 
 unavailable:
 
-    return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      (u_char *) NGX_HTTP_INTEGRATIONS_503,
-                                      sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+    return ngx_http_integrations_unavailable(r);
 }
 
 
@@ -1265,7 +1444,7 @@ ngx_http_integrations_whoami(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_integrations_send(r, &body);
+    return ngx_http_integrations_send(r, NULL, &body);
 }
 
 
@@ -1336,12 +1515,12 @@ ngx_http_integrations_utf8(ngx_pool_t *pool, ngx_str_t *s)
 
 static ngx_int_t
 ngx_http_integrations_send(ngx_http_request_t *r,
-    ngx_http_integrations_body_t *body)
+    ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body)
 {
-    u_char           *p, *end, *etag;
-    uint64_t          h, w;
-    ngx_chain_t      *cl;
-    ngx_table_elt_t  *t;
+    u_char       *p, *end, *etag;
+    uint64_t      h, w;
+    ngx_str_t     tag;
+    ngx_chain_t  *cl;
 
     body->buf->last_buf = (r == r->main) ? 1 : 0;
     body->buf->last_in_chain = 1;
@@ -1379,6 +1558,64 @@ ngx_http_integrations_send(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    tag.data = etag;
+    tag.len = ngx_sprintf(etag, "\"%016uxL\"", h) - etag;
+
+    if (ctx) {
+        ngx_integrations_stat(pages_fetched);
+    }
+
+    if (ctx && ctx->version.len) {
+        /* a page that cannot be kept is still sent */
+        (void) ngx_integrations_cache_store(&ctx->cache_key,
+                                            ctx->cache_hash, &ctx->version,
+                                            &tag, body->out,
+                                            (size_t) body->len);
+    }
+
+    return ngx_http_integrations_send_page(r, &tag, body->out, body->len);
+}
+
+
+/* a cached page: a buffer over the entry, held until the request ends */
+
+static ngx_int_t
+ngx_http_integrations_send_cached(ngx_http_request_t *r,
+    ngx_integrations_cache_entry_t *e)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || cl == NULL
+        || ngx_integrations_cache_hold(r->pool, e) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = e->body;
+    b->last = e->body + e->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    ngx_integrations_stat(pages_cached);
+
+    return ngx_http_integrations_send_page(r, &e->etag, cl, e->len);
+}
+
+
+static ngx_int_t
+ngx_http_integrations_send_page(ngx_http_request_t *r, ngx_str_t *etag,
+    ngx_chain_t *out, off_t len)
+{
+    ngx_table_elt_t  *t;
+
     t = ngx_list_push(&r->headers_out.headers);
     if (t == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1386,8 +1623,7 @@ ngx_http_integrations_send(ngx_http_request_t *r,
 
     t->hash = 1;
     ngx_str_set(&t->key, "ETag");
-    t->value.data = etag;
-    t->value.len = ngx_sprintf(etag, "\"%016uxL\"", h) - etag;
+    t->value = *etag;
 #if (nginx_version >= 1023000)
     t->next = NULL;
 #endif
@@ -1411,8 +1647,7 @@ ngx_http_integrations_send(ngx_http_request_t *r,
     t->next = NULL;
 #endif
 
-    return ngx_integrations_json_send_chain(r, NGX_HTTP_OK, body->out,
-                                            body->len);
+    return ngx_integrations_json_send_chain(r, NGX_HTTP_OK, out, len);
 }
 
 
@@ -2089,6 +2324,15 @@ ngx_http_integrations_unauthorized(ngx_http_request_t *r)
 
     return ngx_integrations_json_send(r, NGX_HTTP_UNAUTHORIZED, body,
                                       sizeof(body) - 1);
+}
+
+
+static ngx_int_t
+ngx_http_integrations_unavailable(ngx_http_request_t *r)
+{
+    return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      (u_char *) NGX_HTTP_INTEGRATIONS_503,
+                                      sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
 }
 
 

@@ -84,9 +84,10 @@ static const char  ictl_event_lua[] =
 "redis.call('ZADD', D .. ':events', ARGV[6], id)\n"
 "redis.call('HSET', D .. ':items', id, ARGV[3])\n"
 "redis.call('HSET', D .. ':slugs', slug, id)\n"
+"redis.call('INCR', D .. ':ver')\n"
 "return 1\n";
 
-/* E: upsert an attendee, moving it between the filter indexes */
+/* E (KEYS[2]: its D): upsert an attendee, moving it between indexes */
 static const char  ictl_attendee_lua[] =
 "local E, m, ct = KEYS[1], ARGV[1], ARGV[2]\n"
 "local old = redis.call('HGET', E .. ':am', m)\n"
@@ -104,9 +105,10 @@ static const char  ictl_attendee_lua[] =
 "if ARGV[7] ~= '' then redis.call('ZADD', E .. ':c:' .. ARGV[7], ct, m) end\n"
 "redis.call('ZADD', E .. ':upd', ARGV[8], m)\n"
 "redis.call('HSET', E .. ':am', m, ARGV[5] .. ARGV[6] .. ':' .. ARGV[7])\n"
+"redis.call('INCR', KEYS[2] .. ':ver')\n"
 "return 1\n";
 
-/* E: remove an attendee from everything */
+/* E (KEYS[2]: its D): remove an attendee from everything */
 static const char  ictl_delete_attendee_lua[] =
 "local E, m = KEYS[1], ARGV[1]\n"
 "local old = redis.call('HGET', E .. ':am', m)\n"
@@ -120,6 +122,7 @@ static const char  ictl_delete_attendee_lua[] =
 "redis.call('HDEL', E .. ':ai', m)\n"
 "redis.call('HDEL', E .. ':as', m)\n"
 "redis.call('HDEL', E .. ':am', m)\n"
+"redis.call('INCR', KEYS[2] .. ':ver')\n"
 "return 1\n";
 
 /* D: remove an event and every key of it */
@@ -141,6 +144,7 @@ static const char  ictl_delete_event_lua[] =
 "redis.call('ZREM', D .. ':events', id)\n"
 "redis.call('HDEL', D .. ':items', id)\n"
 "redis.call('HDEL', D .. ':slugs', slug)\n"
+"redis.call('INCR', D .. ':ver')\n"
 "return 1\n";
 
 
@@ -1724,8 +1728,9 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
 
         if (strcmp(k, "delete_attendee") == 0) {
             argv[argc++] = pp->sha[2];
-            argv[argc++] = "1";
+            argv[argc++] = "2";
             argv[argc++] = E;
+            argv[argc++] = im->D;
             argv[argc++] = pad;
             im->deletions++;
 
@@ -1758,8 +1763,9 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
             }
 
             argv[argc++] = pp->sha[1];
-            argv[argc++] = "1";
+            argv[argc++] = "2";
             argv[argc++] = E;
+            argv[argc++] = im->D;
             argv[argc++] = pad;
             argv[argc++] = ct;
             argv[argc++] = item;

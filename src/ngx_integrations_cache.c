@@ -1,0 +1,238 @@
+/*
+ * The page cache (see ngx_integrations_cache.h): a red-black tree of
+ * entries keyed by a hash of the page's identity, a least recently used
+ * queue, and a byte budget. Per worker, so no lock: an entry is one
+ * malloc'ed block, and a page being sent holds a reference, so eviction
+ * only unlinks it and the last request frees it.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include "ngx_integrations_cache.h"
+
+
+typedef struct {
+    ngx_rbtree_t                    tree;
+    ngx_rbtree_node_t               sentinel;
+    ngx_queue_t                     lru;
+    size_t                          used;
+    size_t                          max;
+} ngx_integrations_cache_t;
+
+
+static void ngx_integrations_cache_unlink(ngx_integrations_cache_entry_t *e);
+static void ngx_integrations_cache_release(void *data);
+
+
+static ngx_integrations_cache_t  ngx_integrations_cache;
+
+
+void
+ngx_integrations_cache_init(size_t max)
+{
+    ngx_integrations_cache_t  *c = &ngx_integrations_cache;
+
+    ngx_rbtree_init(&c->tree, &c->sentinel, ngx_str_rbtree_insert_value);
+    ngx_queue_init(&c->lru);
+    c->used = 0;
+    c->max = max;
+}
+
+
+void
+ngx_integrations_cache_done(void)
+{
+    ngx_queue_t                     *q;
+    ngx_integrations_cache_t        *c = &ngx_integrations_cache;
+    ngx_integrations_cache_entry_t  *e;
+
+    if (c->max == 0) {
+        return;
+    }
+
+    /* the worker is exiting: requests still sending a page free it */
+    while (!ngx_queue_empty(&c->lru)) {
+        q = ngx_queue_head(&c->lru);
+        e = ngx_queue_data(q, ngx_integrations_cache_entry_t, lru);
+        ngx_integrations_cache_unlink(e);
+    }
+
+    c->max = 0;
+}
+
+
+ngx_uint_t
+ngx_integrations_cache_enabled(void)
+{
+    return ngx_integrations_cache.max != 0;
+}
+
+
+uint32_t
+ngx_integrations_cache_hash(ngx_str_t *key)
+{
+    return ngx_murmur_hash2(key->data, key->len);
+}
+
+
+ngx_integrations_cache_entry_t *
+ngx_integrations_cache_lookup(ngx_str_t *key, uint32_t hash)
+{
+    ngx_str_node_t                  *sn;
+    ngx_integrations_cache_t        *c = &ngx_integrations_cache;
+    ngx_integrations_cache_entry_t  *e;
+
+    if (c->max == 0) {
+        return NULL;
+    }
+
+    sn = ngx_str_rbtree_lookup(&c->tree, key, hash);
+    if (sn == NULL) {
+        return NULL;
+    }
+
+    e = (ngx_integrations_cache_entry_t *) sn;
+
+    ngx_queue_remove(&e->lru);
+    ngx_queue_insert_head(&c->lru, &e->lru);
+
+    return e;
+}
+
+
+ngx_int_t
+ngx_integrations_cache_hold(ngx_pool_t *pool,
+    ngx_integrations_cache_entry_t *e)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_integrations_cache_release;
+    cln->data = e;
+    e->refs++;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_integrations_cache_store(ngx_str_t *key, uint32_t hash,
+    ngx_str_t *version, ngx_str_t *etag, ngx_chain_t *body, size_t len)
+{
+    size_t                           size;
+    u_char                          *p;
+    ngx_chain_t                     *cl;
+    ngx_queue_t                     *q;
+    ngx_str_node_t                  *sn;
+    ngx_integrations_cache_t        *c = &ngx_integrations_cache;
+    ngx_integrations_cache_entry_t  *e;
+
+    if (c->max == 0) {
+        return NGX_DECLINED;
+    }
+
+    size = 0;
+
+    for (cl = body; cl; cl = cl->next) {
+        if (!ngx_buf_in_memory(cl->buf)) {
+            return NGX_DECLINED;
+        }
+
+        size += cl->buf->last - cl->buf->pos;
+    }
+
+    if (size != len) {
+        return NGX_DECLINED;
+    }
+
+    size += sizeof(ngx_integrations_cache_entry_t) + key->len + version->len
+            + etag->len;
+
+    /* one page never takes more than an eighth of the budget */
+    if (size > c->max / 8) {
+        return NGX_DECLINED;
+    }
+
+    sn = ngx_str_rbtree_lookup(&c->tree, key, hash);
+    if (sn) {
+        ngx_integrations_cache_unlink((ngx_integrations_cache_entry_t *) sn);
+    }
+
+    while (c->used + size > c->max && !ngx_queue_empty(&c->lru)) {
+        q = ngx_queue_last(&c->lru);
+        e = ngx_queue_data(q, ngx_integrations_cache_entry_t, lru);
+        ngx_integrations_cache_unlink(e);
+    }
+
+    e = ngx_alloc(size, ngx_cycle->log);
+    if (e == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(e, sizeof(ngx_integrations_cache_entry_t));
+    p = (u_char *) (e + 1);
+
+    e->sn.str.data = p;
+    e->sn.str.len = key->len;
+    p = ngx_cpymem(p, key->data, key->len);
+
+    e->version.data = p;
+    e->version.len = version->len;
+    p = ngx_cpymem(p, version->data, version->len);
+
+    e->etag.data = p;
+    e->etag.len = etag->len;
+    p = ngx_cpymem(p, etag->data, etag->len);
+
+    e->body = p;
+    e->len = len;
+
+    for (cl = body; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    e->size = size;
+    e->sn.node.key = hash;
+
+    ngx_rbtree_insert(&c->tree, &e->sn.node);
+    ngx_queue_insert_head(&c->lru, &e->lru);
+    c->used += size;
+
+    return NGX_OK;
+}
+
+
+/* out of the tree and the budget; freed now unless a request sends it */
+
+static void
+ngx_integrations_cache_unlink(ngx_integrations_cache_entry_t *e)
+{
+    ngx_integrations_cache_t  *c = &ngx_integrations_cache;
+
+    ngx_rbtree_delete(&c->tree, &e->sn.node);
+    ngx_queue_remove(&e->lru);
+    c->used -= e->size;
+
+    if (e->refs) {
+        e->dead = 1;
+        return;
+    }
+
+    ngx_free(e);
+}
+
+
+static void
+ngx_integrations_cache_release(void *data)
+{
+    ngx_integrations_cache_entry_t  *e = data;
+
+    if (--e->refs == 0 && e->dead) {
+        ngx_free(e);
+    }
+}
