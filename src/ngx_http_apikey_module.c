@@ -494,6 +494,10 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
 
     ctx->state = NGX_HTTP_APIKEY_WAITING;
 
+    /* the page's version travels with the key check: no second wait */
+    ctx->identity.prefetch = ngx_http_integrations_prefetch(r,
+                                                       &ctx->identity.id);
+
     return NGX_AGAIN;
 }
 

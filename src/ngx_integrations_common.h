@@ -31,6 +31,7 @@ typedef struct {
     ngx_str_t                       env;
     ngx_str_t                       prefix;
     time_t                          expires;
+    void                           *prefetch;  /* handlers.c's own */
 } ngx_integrations_identity_t;
 
 
@@ -100,6 +101,14 @@ ngx_int_t ngx_http_apikey_header_names(ngx_http_request_t *r,
 char *ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_integrations_handlers_init(ngx_conf_t *cf);
+
+/*
+ * Called by the access phase once the key's script is queued: asks Redis
+ * for the version of the data set the key read last time, so the answer
+ * is there when the content handler needs it. NULL: nothing asked.
+ */
+void *ngx_http_integrations_prefetch(ngx_http_request_t *r,
+    ngx_str_t *key_id);
 
 /* ngx_integrations_validate.c: integrations_validate, integrations_cors */
 char *ngx_integrations_validate_directive(ngx_conf_t *cf, ngx_command_t *cmd,

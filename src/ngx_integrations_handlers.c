@@ -137,6 +137,19 @@ typedef struct {
 } ngx_http_integrations_ctx_t;
 
 
+/* D:ver asked for by the access phase, alongside the key's script */
+typedef struct {
+    ngx_http_request_t                 *request;
+    ngx_integrations_redis_cmd_t        cmd;
+    ngx_str_t                           args[2];
+    ngx_str_t                           D;
+    ngx_str_t                           version;
+    ngx_http_integrations_ctx_t        *ctx;      /* waiting for it */
+    unsigned                            done:1;
+    unsigned                            failed:1;
+} ngx_http_integrations_prefetch_t;
+
+
 /* a body under construction: memory buffers over existing bytes */
 typedef struct {
     ngx_pool_t                         *pool;
@@ -155,6 +168,13 @@ static void ngx_http_integrations_reply(void *data, redisReply *reply);
 static ngx_int_t ngx_http_integrations_cache_key(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx);
 static void ngx_http_integrations_version(void *data, redisReply *reply);
+static ngx_int_t ngx_http_integrations_version_cmd(ngx_pool_t *pool,
+    ngx_integrations_redis_cmd_t *cmd, ngx_str_t *args, ngx_str_t *D);
+static void ngx_http_integrations_prefetched(void *data, redisReply *reply);
+static ngx_http_integrations_prefetch_t *ngx_http_integrations_prefetch_of(
+    ngx_http_request_t *r, ngx_integrations_identity_t *id, ngx_str_t *D);
+static ngx_uint_t ngx_http_integrations_current(
+    ngx_integrations_cache_entry_t *e, ngx_str_t *version);
 static ngx_int_t ngx_http_integrations_send_cached(ngx_http_request_t *r,
     ngx_integrations_cache_entry_t *e);
 static ngx_int_t ngx_http_integrations_send_page(ngx_http_request_t *r,
@@ -494,6 +514,7 @@ ngx_http_integrations_start(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t            *ctx;
     ngx_http_integrations_query_t          *q;
     ngx_integrations_cache_entry_t         *e;
+    ngx_http_integrations_prefetch_t       *pf;
     ngx_integrations_redis_conf_t          *rcf;
     ngx_http_integrations_main_conf_t      *imcf;
     ngx_http_integrations_handlers_main_t  *hm;
@@ -740,15 +761,34 @@ send:
         }
 
         e = ngx_integrations_cache_lookup(&ctx->cache_key, ctx->cache_hash);
+        pf = ngx_http_integrations_prefetch_of(r, id, &a[0]);
 
-        rc = ngx_integrations_redis_send_r(r, rcf, &ctx->version_cmd);
+        if (pf == NULL) {
+            rc = ngx_integrations_redis_send_r(r, rcf, &ctx->version_cmd);
 
-        if (rc == NGX_ERROR) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+            if (rc == NGX_ERROR) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
 
-        if (rc == NGX_DECLINED) {
+            if (rc == NGX_DECLINED) {
+                return ngx_http_integrations_unavailable(r);
+            }
+
+        } else if (!pf->done) {
+            /* its reply comes right behind the key's */
+            pf->ctx = ctx;
+
+        } else if (pf->failed) {
             return ngx_http_integrations_unavailable(r);
+
+        } else {
+            ctx->version = pf->version;
+
+            if (e && ngx_http_integrations_current(e, &ctx->version)) {
+                return ngx_http_integrations_send_cached(r, e);
+            }
+
+            e = NULL;
         }
 
         if (e) {
@@ -835,24 +875,186 @@ ngx_http_integrations_cache_key(ngx_http_request_t *r,
     ctx->cache_key.len = p - ctx->cache_key.data;
     ctx->cache_hash = ngx_integrations_cache_hash(&ctx->cache_key);
 
-    /* GET D:ver */
-    p = ngx_pnalloc(r->pool, a[0].len + sizeof(":ver") - 1);
-    if (p == NULL) {
+    if (ngx_http_integrations_version_cmd(r->pool, &ctx->version_cmd,
+                                          ctx->version_args, &a[0])
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    ngx_str_set(&ctx->version_args[0], "GET");
-    ctx->version_args[1].data = p;
-    p = ngx_cpymem(p, a[0].data, a[0].len);
-    p = ngx_cpymem(p, ":ver", sizeof(":ver") - 1);
-    ctx->version_args[1].len = p - ctx->version_args[1].data;
-
-    ctx->version_cmd.nargs = 2;
-    ctx->version_cmd.args = ctx->version_args;
     ctx->version_cmd.handler = ngx_http_integrations_version;
     ctx->version_cmd.data = ctx;
 
     return NGX_OK;
+}
+
+
+/* the access phase's prefetch, if it asked about D; else remembers D */
+
+static ngx_http_integrations_prefetch_t *
+ngx_http_integrations_prefetch_of(ngx_http_request_t *r,
+    ngx_integrations_identity_t *id, ngx_str_t *D)
+{
+    u_char                             buf[2 + 64];
+    ngx_buf_t                          b;
+    ngx_str_t                          name, none;
+    ngx_chain_t                        cl;
+    ngx_http_integrations_prefetch_t  *pf;
+
+    pf = id->prefetch;
+
+    if (pf && pf->D.len == D->len
+        && ngx_memcmp(pf->D.data, D->data, D->len) == 0)
+    {
+        return pf;
+    }
+
+    if (id->id.len > 64) {
+        return NULL;
+    }
+
+    name.data = buf;
+    name.len = ngx_sprintf(buf, "k %V", &id->id) - buf;
+
+    ngx_memzero(&b, sizeof(ngx_buf_t));
+    b.pos = D->data;
+    b.last = D->data + D->len;
+    b.memory = 1;
+    cl.buf = &b;
+    cl.next = NULL;
+    ngx_str_null(&none);
+
+    (void) ngx_integrations_cache_store(&name,
+                                        ngx_integrations_cache_hash(&name),
+                                        &none, &none, &cl, D->len);
+    return NULL;
+}
+
+
+/* GET D:ver */
+
+static ngx_int_t
+ngx_http_integrations_version_cmd(ngx_pool_t *pool,
+    ngx_integrations_redis_cmd_t *cmd, ngx_str_t *args, ngx_str_t *D)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(pool, D->len + sizeof(":ver") - 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&args[0], "GET");
+    args[1].data = p;
+    p = ngx_cpymem(p, D->data, D->len);
+    p = ngx_cpymem(p, ":ver", sizeof(":ver") - 1);
+    args[1].len = p - args[1].data;
+
+    cmd->nargs = 2;
+    cmd->args = args;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_integrations_current(ngx_integrations_cache_entry_t *e,
+    ngx_str_t *version)
+{
+    return version->len
+           && e->version.len == version->len
+           && ngx_memcmp(e->version.data, version->data, version->len) == 0;
+}
+
+
+/*
+ * The worker remembers which data set each key read ("k <id>" in the page
+ * cache), so that the key's next request can ask for its version early.
+ * A key's organization and environment never change.
+ */
+
+void *
+ngx_http_integrations_prefetch(ngx_http_request_t *r, ngx_str_t *key_id)
+{
+    u_char                              buf[2 + 64];
+    ngx_str_t                           name;
+    ngx_http_integrations_prefetch_t   *pf;
+    ngx_integrations_cache_entry_t     *e;
+    ngx_http_integrations_loc_conf_t   *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
+
+    if (ilcf->handler == 0 || ilcf->handler == NGX_INTEGRATIONS_WHOAMI
+        || !ngx_integrations_cache_enabled() || key_id->len > 64)
+    {
+        return NULL;
+    }
+
+    name.data = buf;
+    name.len = ngx_sprintf(buf, "k %V", key_id) - buf;
+
+    e = ngx_integrations_cache_lookup(&name,
+                                      ngx_integrations_cache_hash(&name));
+    if (e == NULL) {
+        return NULL;
+    }
+
+    pf = ngx_pcalloc(r->pool, sizeof(ngx_http_integrations_prefetch_t));
+    if (pf == NULL) {
+        return NULL;
+    }
+
+    pf->request = r;
+    pf->D.data = ngx_pnalloc(r->pool, e->len);
+    if (pf->D.data == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(pf->D.data, e->body, e->len);
+    pf->D.len = e->len;
+
+    if (ngx_http_integrations_version_cmd(r->pool, &pf->cmd, pf->args,
+                                          &pf->D)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    pf->cmd.handler = ngx_http_integrations_prefetched;
+    pf->cmd.data = pf;
+
+    if (ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
+                                      &pf->cmd)
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return pf;
+}
+
+
+static void
+ngx_http_integrations_prefetched(void *data, redisReply *reply)
+{
+    ngx_http_integrations_prefetch_t  *pf = data;
+
+    pf->done = 1;
+    pf->failed = (reply == NULL);
+
+    if (reply && reply->type == REDIS_REPLY_STRING && reply->len > 0) {
+        pf->version.data = ngx_pnalloc(pf->request->pool, reply->len);
+
+        if (pf->version.data) {
+            ngx_memcpy(pf->version.data, reply->str, reply->len);
+            pf->version.len = reply->len;
+        }
+    }
+
+    if (pf->ctx) {
+        /* the content handler is waiting: as if it had asked itself */
+        ngx_http_integrations_version(pf->ctx, reply);
+    }
 }
 
 
@@ -898,11 +1100,7 @@ ngx_http_integrations_version(void *data, redisReply *reply)
     /* looked up again: the entry may have changed while Redis answered */
     e = ngx_integrations_cache_lookup(&ctx->cache_key, ctx->cache_hash);
 
-    if (e && ctx->version.len
-        && e->version.len == ctx->version.len
-        && ngx_memcmp(e->version.data, ctx->version.data, e->version.len)
-           == 0)
-    {
+    if (e && ngx_http_integrations_current(e, &ctx->version)) {
         rc = ngx_http_integrations_send_cached(r, e);
         goto done;
     }

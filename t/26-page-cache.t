@@ -90,6 +90,29 @@ is($f1 - $f0, 1, 'one page fetched from Redis');
 is($c1 - $c0, 1, 'one page served from the cache');
 is($h->json($r2)->{items}[0]{title}, 'Gala', 'the data');
 
+# a cached page costs the key's script and one GET, nothing else
+sub calls {
+    my %c;
+    for ($h->redis('INFO', 'commandstats')) {
+        $c{$1} = $2 if /^cmdstat_(\w+):calls=(\d+)/;
+    }
+    return \%c;
+}
+my $before = calls();
+for (1 .. 10) {
+    is($h->get('/v2/integrations/events', \%hd)->{content}, $r1->{content},
+       "cached page $_");
+}
+my $after = calls();
+my %delta = map { $_ => ($after->{$_} // 0) - ($before->{$_} // 0) }
+            keys %$after;
+delete $delta{info};
+is($delta{get}, 10, 'one GET of the version per request');
+is(($delta{evalsha} // 0) + ($delta{eval} // 0), 10,
+   'one script per request: the key check');
+is($delta{zcard} // 0, 0, 'the page script did not run');
+is($delta{hmget}, 10, 'the key record read once per request');
+
 # If-None-Match against a cached page
 my $r = $h->get('/v2/integrations/events',
                 { %hd, 'If-None-Match' => $r1->{headers}{etag} });
