@@ -3,7 +3,8 @@
 # present) and against a static `return 200` of a same-sized body, with
 # identical data, 1 worker then 2. Figures are only comparable inside one
 # run. Environment: DUR (10s), CONNS (50), THREADS (2), ORGS (100),
-# EVENTS (20), ATTS (200), KPO (5), WORKERS_LIST ("1 2").
+# EVENTS (20), ATTS (200), KPO (5), WORKERS_LIST ("1 2"), KEEP (keep
+# the temporary directory), RSS_DUR (40s: the memory run, 0: none).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER:-$ROOT/../shared/peer}
@@ -23,6 +24,7 @@ cleanup() {
         [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
     done
     redis-cli -p "$RPORT" shutdown nosave >/dev/null 2>&1 || true
+    [ -n "${KEEP:-}" ] || rm -rf "$DIR"
 }
 trap cleanup EXIT
 
@@ -143,4 +145,32 @@ for W in $WORKERS_LIST; do
         echo "peer: Redis commands/request $(ratio "$((p1 - p0))" "$pn"), Redis CPU/request $(echo "scale=1; ($pcpu1 - $pcpu0) * 1000000 / $pn" | bc) us"
     fi
 done
+# flat memory: worker RSS before and after a long run on a warm cache
+rss() {   # the workers' resident set, kB
+    local kb=0 p
+    for p in $(pgrep -P "$(cat module-nginx.pid)"); do
+        kb=$((kb + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+    done
+    echo "$kb"
+}
+if [ "${RSS_DUR:-40s}" != 0 ]; then
+    sed -i "s/^worker_processes .*/worker_processes 1;/" module.conf
+    nginx -p "$DIR" -c "$DIR/module.conf"
+    sleep 0.5
+    for path in "$EVENTS_PATH" "$ATT_PATH"; do
+        WRK_KEYS=module-keys.txt WRK_PATH=$path wrk -t"$THREADS" \
+            -c"$CONNS" -d5s -s "$ROOT/bench/wrk_keys.lua" \
+            "http://127.0.0.1:$PORT" >/dev/null
+    done
+    r0=$(rss)
+    out=$(WRK_KEYS=module-keys.txt WRK_PATH=$EVENTS_PATH wrk -t"$THREADS" \
+          -c"$CONNS" -d"${RSS_DUR:-40s}" -s "$ROOT/bench/wrk_keys.lua" \
+          "http://127.0.0.1:$PORT")
+    r1=$(rss)
+    n=$(echo "$out" | awk '/requests in/ {print $1}')
+    echo
+    echo "== memory: $n requests (events, 1 worker) on a warm cache"
+    echo "worker RSS before: $r0 kB, after: $r1 kB, growth: $((r1 - r0)) kB"
+    kill "$(cat module-nginx.pid)"; sleep 0.5
+fi
 grep -c "\[error\]\|\[alert\]" "$DIR"/module-error.log 2>/dev/null | sed 's/^/module error-log errors: /' || true
