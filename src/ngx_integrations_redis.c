@@ -646,23 +646,52 @@ ngx_integrations_redis_reserve(ngx_integrations_redis_t *rc, size_t len)
 }
 
 
+/* n in decimal, then CRLF */
+
+static u_char *
+ngx_integrations_redis_uint(u_char *w, size_t n)
+{
+    u_char   digits[NGX_SIZE_T_LEN];
+    size_t   k;
+
+    k = 0;
+
+    do {
+        digits[k++] = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    while (k) {
+        *w++ = digits[--k];
+    }
+
+    *w++ = CR;
+    *w++ = LF;
+
+    return w;
+}
+
+
 static ngx_int_t
 ngx_integrations_redis_append(ngx_integrations_redis_t *rc,
     ngx_integrations_redis_kind_e kind, ngx_integrations_redis_cmd_t *cmd,
     int argc, const char **argv, const size_t *argvlen)
 {
-    int                                len;
-    char                              *formatted;
+    int                                i;
+    size_t                             len;
+    u_char                            *w;
     ngx_queue_t                       *q;
     ngx_integrations_redis_pending_t  *p;
 
-    len = redisFormatCommandArgv(&formatted, argc, argv, argvlen);
-    if (len < 0) {
-        return NGX_ERROR;
+    /* RESP written in place: no allocation, no printf, per command */
+
+    len = 1 + NGX_INT_T_LEN + 2;
+
+    for (i = 0; i < argc; i++) {
+        len += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
     }
 
-    if (ngx_integrations_redis_reserve(rc, (size_t) len) != NGX_OK) {
-        free(formatted);
+    if (ngx_integrations_redis_reserve(rc, len) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -674,14 +703,22 @@ ngx_integrations_redis_append(ngx_integrations_redis_t *rc,
     } else {
         p = ngx_alloc(sizeof(ngx_integrations_redis_pending_t), rc->log);
         if (p == NULL) {
-            free(formatted);
             return NGX_ERROR;
         }
     }
 
-    ngx_memcpy(rc->out + rc->out_len, formatted, len);
-    rc->out_len += len;
-    free(formatted);
+    w = (u_char *) rc->out + rc->out_len;
+    *w++ = '*';
+    w = ngx_integrations_redis_uint(w, (size_t) argc);
+
+    for (i = 0; i < argc; i++) {
+        *w++ = '$';
+        w = ngx_integrations_redis_uint(w, argvlen[i]);
+        w = ngx_cpymem(w, argv[i], argvlen[i]);
+        *w++ = CR; *w++ = LF;
+    }
+
+    rc->out_len = w - (u_char *) rc->out;
 
     p->cmd = cmd;
     p->kind = kind;
