@@ -16,6 +16,9 @@ DUR=${DUR:-10s}; CONNS=${CONNS:-50}; THREADS=${THREADS:-2}
 ORGS=${ORGS:-100}; EVENTS=${EVENTS:-20}; ATTS=${ATTS:-200}; KPO=${KPO:-5}
 WORKERS_LIST=${WORKERS_LIST:-"1 2"}
 CTL="$BUILD/integrationsctl --redis redis://127.0.0.1:$RPORT/0"
+# the peer's own wrk driver when it is there: both sides get the same load
+WRK_LUA=$ROOT/bench/wrk_keys.lua
+[ -f "$PEER/wrk_keys.lua" ] && WRK_LUA=$PEER/wrk_keys.lua
 EVENTS_PATH="/v2/integrations/events?page=1&page_size=50"
 ATT_PATH="/v2/integrations/events/{event}/attendees?page=1&page_size=100"
 
@@ -67,7 +70,7 @@ wrk_run() {   # name url-base path keys
         out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency "$base/static")
     else
         out=$(WRK_KEYS=$keys WRK_PATH=$path wrk -t"$THREADS" -c"$CONNS" \
-              -d"$DUR" --latency -s "$ROOT/bench/wrk_keys.lua" "$base")
+              -d"$DUR" --latency -s "$WRK_LUA" "$base")
     fi
     local rps p50 p99 non2xx reqs
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -159,12 +162,12 @@ if [ "${RSS_DUR:-40s}" != 0 ]; then
     sleep 0.5
     for path in "$EVENTS_PATH" "$ATT_PATH"; do
         WRK_KEYS=module-keys.txt WRK_PATH=$path wrk -t"$THREADS" \
-            -c"$CONNS" -d5s -s "$ROOT/bench/wrk_keys.lua" \
+            -c"$CONNS" -d5s -s "$WRK_LUA" \
             "http://127.0.0.1:$PORT" >/dev/null
     done
     r0=$(rss)
     out=$(WRK_KEYS=module-keys.txt WRK_PATH=$EVENTS_PATH wrk -t"$THREADS" \
-          -c"$CONNS" -d"${RSS_DUR:-40s}" -s "$ROOT/bench/wrk_keys.lua" \
+          -c"$CONNS" -d"${RSS_DUR:-40s}" -s "$WRK_LUA" \
           "http://127.0.0.1:$PORT")
     r1=$(rss)
     n=$(echo "$out" | awk '/requests in/ {print $1}')
