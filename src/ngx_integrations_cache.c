@@ -23,6 +23,8 @@ typedef struct {
 
 static void ngx_integrations_cache_unlink(ngx_integrations_cache_entry_t *e);
 static void ngx_integrations_cache_release(void *data);
+static u_char *ngx_integrations_cache_copy(u_char *dst, u_char *src,
+    size_t n);
 
 
 static ngx_integrations_cache_t  ngx_integrations_cache;
@@ -179,21 +181,22 @@ ngx_integrations_cache_store(ngx_str_t *key, uint32_t hash,
 
     e->sn.str.data = p;
     e->sn.str.len = key->len;
-    p = ngx_cpymem(p, key->data, key->len);
+    p = ngx_integrations_cache_copy(p, key->data, key->len);
 
     e->version.data = p;
     e->version.len = version->len;
-    p = ngx_cpymem(p, version->data, version->len);
+    p = ngx_integrations_cache_copy(p, version->data, version->len);
 
     e->etag.data = p;
     e->etag.len = etag->len;
-    p = ngx_cpymem(p, etag->data, etag->len);
+    p = ngx_integrations_cache_copy(p, etag->data, etag->len);
 
     e->body = p;
     e->len = len;
 
     for (cl = body; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        p = ngx_integrations_cache_copy(p, cl->buf->pos,
+                                        cl->buf->last - cl->buf->pos);
     }
 
     e->size = size;
@@ -204,6 +207,15 @@ ngx_integrations_cache_store(ngx_str_t *key, uint32_t hash,
     c->used += size;
 
     return NGX_OK;
+}
+
+
+/* memcpy, but an empty string may have no data pointer at all */
+
+static u_char *
+ngx_integrations_cache_copy(u_char *dst, u_char *src, size_t n)
+{
+    return n ? ngx_cpymem(dst, src, n) : dst;
 }
 
 

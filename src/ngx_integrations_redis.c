@@ -714,8 +714,13 @@ ngx_integrations_redis_append(ngx_integrations_redis_t *rc,
     for (i = 0; i < argc; i++) {
         *w++ = '$';
         w = ngx_integrations_redis_uint(w, argvlen[i]);
-        w = ngx_cpymem(w, argv[i], argvlen[i]);
-        *w++ = CR; *w++ = LF;
+
+        if (argvlen[i]) {
+            w = ngx_cpymem(w, argv[i], argvlen[i]);
+        }
+
+        *w++ = CR;
+        *w++ = LF;
     }
 
     rc->out_len = w - (u_char *) rc->out;
