@@ -64,90 +64,161 @@ echo "import + keys: $(echo "$(date +%s.%N) - $t0" | bc) s"
 
 K=$(head -1 module-keys.txt | cut -d' ' -f2)
 
-wrk_run() {   # name url-base path keys
-    local name=$1 base=$2 path=$3 keys=$4 out
-    if [ "$path" = static ]; then
-        out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency "$base/static")
+# one wrk run: appends "name rps p50_ms p99_ms non2xx requests" to
+# results.txt
+wrk_run() {   # name url path keys
+    local name=$1 url=$2 path=$3 keys=$4 out
+    if [ -z "$keys" ]; then
+        out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency "$url$path")
     else
         out=$(WRK_KEYS=$keys WRK_PATH=$path wrk -t"$THREADS" -c"$CONNS" \
-              -d"$DUR" --latency -s "$WRK_LUA" "$base")
+              -d"$DUR" --latency -s "$WRK_LUA" "$url")
     fi
-    local rps p50 p99 non2xx reqs
-    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    p50=$(echo "$out" | awk '$1 == "50%" {print $2}')
-    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-    printf '%-28s %10s req/s  p50 %8s  p99 %8s  non-2xx %s\n' \
-        "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
-    echo "$name $rps $reqs" >> results.txt
+    echo "$out" | awk -v n="$name" '
+        function ms(v) {
+            if (v ~ /us$/) return v / 1000
+            if (v ~ /ms$/) return v + 0
+            if (v ~ /s$/) return v * 1000
+            return v
+        }
+        /Requests\/sec/ {r = $2}
+        $1 == "50%" {p50 = ms($2)}
+        $1 == "99%" {p99 = ms($2)}
+        /Non-2xx/ {bad = $5}
+        /requests in/ {n_ = $1}
+        END {printf "%s %s %.3f %.3f %d %d\n", n, r, p50, p99, bad, n_}' \
+        >> results.txt
 }
 
 redis_stats() {   # prints "calls cpu_seconds"
-    redis-cli -p "$RPORT" info commandstats | tr -d '\r' | awk -F'[=,:]' \
-        '/^cmdstat_/ && $1 != "cmdstat_info" {c += $3} END {print c}'
-    redis-cli -p "$RPORT" info cpu | tr -d '\r' | awk -F: \
-        '/used_cpu_(sys|user):/ {s += $2} END {print s}'
+    local c s
+    c=$(redis-cli -p "$RPORT" info commandstats | tr -d '\r' | awk -F'[=,:]' \
+        '/^cmdstat_/ && $1 != "cmdstat_info" {c += $3} END {print c}')
+    s=$(redis-cli -p "$RPORT" info cpu | tr -d '\r' | awk -F: \
+        '/used_cpu_(sys|user):/ {s += $2} END {print s}')
+    echo "$c $s"
+}
+
+# a run of one side with Redis's work counted for that side
+side_run() {   # side name url path keys
+    local side=$1 a b
+    shift
+    read -r -a a < <(redis_stats)
+    wrk_run "$@"
+    read -r -a b < <(redis_stats)
+    echo "$side $((b[0] - a[0])) $(echo "${b[1]} - ${a[1]}" | bc)" \
+        >> redis.txt
+}
+
+# the median of REPEAT runs: "rps p50 p99 non2xx requests"
+summary() {   # name
+    awk -v n="$1" '{k = $1; for (i = 2; i <= NF - 5; i++) k = k " " $i}
+        k == n {r[++c] = $(NF-4); a[c] = $(NF-3); b[c] = $(NF-2);
+                bad += $(NF-1); req += $NF}
+        function med(x,   i, j, t) {
+            for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++)
+                if (x[j] < x[i]) {t = x[i]; x[i] = x[j]; x[j] = t}
+            return x[int((c + 1) / 2)]
+        }
+        END {if (c) printf "%s %s %s %d %d\n", med(r), med(a), med(b), bad, req}' \
+        results.txt
 }
 
 ratio() { echo "scale=2; $1 / $2" | bc; }
 
-: > results.txt
-for W in $WORKERS_LIST; do
-    echo
-    echo "== $W worker(s), $CONNS connections, $THREADS wrk threads, $DUR"
+report() {   # label name
+    local s
+    read -r -a s < <(summary "$2") || return 0
+    [ "${#s[@]}" -eq 5 ] || return 0
+    printf '%-26s %9.0f req/s  p50 %6.2fms  p99 %6.2fms  non-2xx %s\n' \
+        "$1" "${s[0]}" "${s[1]}" "${s[2]}" "${s[3]}"
+}
 
-    # the static body has the size and shape of a 50-event page
-    BODY=$(curl -s -H "Authorization: Bearer $K" \
-           "http://127.0.0.1:$PORT$EVENTS_PATH" 2>/dev/null || true)
-    sed -e "s#@MODULE@#$BUILD/ngx_http_integrations_module.so#; s#@DIR@#$DIR#g; s#@PORT@#$PORT#; s#@RPORT@#$RPORT#; s#@WORKERS@#$W#; s#@STATIC@#x#" \
+per_request() {   # side: Redis commands and CPU per request of its runs
+    local n=$1 calls cpu
+    read -r calls cpu < <(awk -v s="$2" '$1 == s {c += $2; t += $3}
+        END {print c + 0, t + 0}' redis.txt) || true
+    echo "Redis commands/request $(ratio "$calls" "$n"), Redis CPU/request" \
+         "$(echo "scale=1; $cpu * 1000000 / $n" | bc) us"
+}
+
+PEER_ON=
+if [ -f "$PEER/peer.lua" ] && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]
+then
+    PEER_ON=1
+fi
+REPEAT=${REPEAT:-3}
+
+for W in $WORKERS_LIST; do
+    : > results.txt
+    : > redis.txt
+    echo
+    echo "== $W worker(s), $CONNS connections, $THREADS wrk threads, $DUR," \
+         "median of $REPEAT runs, interleaved"
+
+    sed -e "s#@MODULE@#$BUILD/ngx_http_integrations_module.so#; s#@DIR@#$DIR#g; s#@PORT@#$PORT#; s#@RPORT@#$RPORT#; s#@WORKERS@#$W#" \
         "$ROOT/bench/module.conf.in" > module.conf
     nginx -p "$DIR" -c "$DIR/module.conf"
-    sleep 0.5
-    BODY=$(curl -s -H "Authorization: Bearer $K" "http://127.0.0.1:$PORT$EVENTS_PATH")
-    kill "$(cat module-nginx.pid)"; sleep 0.5
-    printf '%s' "$BODY" > static.json
-    chmod 644 static.json
-    nginx -p "$DIR" -c "$DIR/module.conf"
-    sleep 0.5
-    echo "events page: $(printf '%s' "$BODY" | wc -c) bytes"
-
-    wrk_run "static W=$W" "http://127.0.0.1:$PORT" static ""
-    read -r c0 < <(redis_stats | head -1); cpu0=$(redis_stats | tail -1)
-    wrk_run "module events W=$W" "http://127.0.0.1:$PORT" "$EVENTS_PATH" module-keys.txt
-    wrk_run "module attendees W=$W" "http://127.0.0.1:$PORT" "$ATT_PATH" module-keys.txt
-    read -r c1 < <(redis_stats | head -1); cpu1=$(redis_stats | tail -1)
-    kill "$(cat module-nginx.pid)"; sleep 0.5
-
-    if [ -f "$PEER/peer.lua" ] && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]; then
+    if [ -n "$PEER_ON" ]; then
         sed -e "s#@DIR@#$DIR#g; s#@PEERDIR@#$PEER#g; s#@PORT@#$PPORT#; s#@RPORT@#$RPORT#; s#@WORKERS@#$W#; s#@STATIC@#x#" \
-            "$PEER/nginx.conf.in" | sed "s#pid $DIR/nginx.pid#pid $DIR/peer-nginx.pid#" > peer.conf
+            "$PEER/nginx.conf.in" \
+            | sed "s#pid $DIR/nginx.pid#pid $DIR/peer-nginx.pid#" > peer.conf
         nginx -p "$DIR" -c "$DIR/peer.conf"
-        sleep 0.5
-        read -r p0 < <(redis_stats | head -1); pcpu0=$(redis_stats | tail -1)
-        wrk_run "peer events W=$W" "http://127.0.0.1:$PPORT" "$EVENTS_PATH" peer-keys.txt
-        wrk_run "peer attendees W=$W" "http://127.0.0.1:$PPORT" "$ATT_PATH" peer-keys.txt
-        read -r p1 < <(redis_stats | head -1); pcpu1=$(redis_stats | tail -1)
-        kill "$(cat peer-nginx.pid)"; sleep 0.5
     fi
+    sleep 0.5
 
-    get() { awk -v n="$1 W=$W" '{k = $1" "$2" "$3} k == n {print $4}' results.txt; }
-    getn() { awk -v n="$1 W=$W" '{k = $1" "$2" "$3} k == n {print $5}' results.txt; }
-    s=$(awk -v n="static W=$W" '{k = $1" "$2} k == n {print $3}' results.txt)
-    me=$(get "module events"); ma=$(get "module attendees")
-    mn=$(( $(getn "module events") + $(getn "module attendees") ))
-    echo "-- ratios (same run, $W worker(s))"
-    echo "module events / static:     $(ratio "$me" "$s")"
-    echo "module attendees / static:  $(ratio "$ma" "$s")"
-    echo "module: Redis commands/request $(ratio "$((c1 - c0))" "$mn"), Redis CPU/request $(echo "scale=1; ($cpu1 - $cpu0) * 1000000 / $mn" | bc) us"
-    if [ -n "${p1:-}" ]; then
-        pe=$(get "peer events"); pa=$(get "peer attendees")
-        pn=$(( $(getn "peer events") + $(getn "peer attendees") ))
-        echo "module / peer, events:      $(ratio "$me" "$pe")"
-        echo "module / peer, attendees:   $(ratio "$ma" "$pa")"
-        echo "peer: Redis commands/request $(ratio "$((p1 - p0))" "$pn"), Redis CPU/request $(echo "scale=1; ($pcpu1 - $pcpu0) * 1000000 / $pn" | bc) us"
+    # the static baselines serve the bytes of the module's own pages
+    EV1=$(head -1 module-keys.txt | cut -d' ' -f1)
+    curl -sf -H "Authorization: Bearer $K" \
+        "http://127.0.0.1:$PORT$EVENTS_PATH" > static.json
+    curl -sf -H "Authorization: Bearer $K" "http://127.0.0.1:$PORT$(echo \
+        "$ATT_PATH" | sed "s/{event}/event-$((10#${EV1#org} * 1000))/")" \
+        > static-attendees.json
+    chmod 644 static.json static-attendees.json
+    echo "events page: $(wc -c < static.json) bytes," \
+         "attendees page: $(wc -c < static-attendees.json) bytes"
+
+    M=http://127.0.0.1:$PORT
+    P=http://127.0.0.1:$PPORT
+    for _ in $(seq "$REPEAT"); do
+        wrk_run "static events" "$M" /static ""
+        side_run module "module events" "$M" "$EVENTS_PATH" module-keys.txt
+        [ -z "$PEER_ON" ] ||
+            side_run peer "peer events" "$P" "$EVENTS_PATH" peer-keys.txt
+        wrk_run "static attendees" "$M" /static-attendees ""
+        side_run module "module attendees" "$M" "$ATT_PATH" module-keys.txt
+        [ -z "$PEER_ON" ] ||
+            side_run peer "peer attendees" "$P" "$ATT_PATH" peer-keys.txt
+    done
+    kill "$(cat module-nginx.pid)"
+    [ -z "$PEER_ON" ] || kill "$(cat peer-nginx.pid)"
+    sleep 0.5
+
+    for n in "static events" "module events" "peer events" \
+             "static attendees" "module attendees" "peer attendees"; do
+        report "$n W=$W" "$n"
+    done
+
+    read -r -a se < <(summary "static events") || true
+    read -r -a sa < <(summary "static attendees") || true
+    read -r -a me < <(summary "module events") || true
+    read -r -a ma < <(summary "module attendees") || true
+    echo "-- ratios (same run, $W worker(s), medians)"
+    echo "module / static, events:       req/s $(ratio "${me[0]}" "${se[0]}")"
+    echo "module / static, attendees:    req/s $(ratio "${ma[0]}" "${sa[0]}")"
+    echo "module: $(per_request $((me[4] + ma[4])) module)"
+    if [ -n "$PEER_ON" ]; then
+        read -r -a pe < <(summary "peer events") || true
+        read -r -a pa < <(summary "peer attendees") || true
+        echo "module / peer, events:         req/s $(ratio "${me[0]}" \
+             "${pe[0]}"), p99 $(ratio "${me[2]}" "${pe[2]}")"
+        echo "module / peer, attendees:      req/s $(ratio "${ma[0]}" \
+             "${pa[0]}"), p99 $(ratio "${ma[2]}" "${pa[2]}")"
+        echo "static / peer, attendees p99:  $(ratio "${sa[2]}" "${pa[2]}")"
+        echo "peer: $(per_request $((pe[4] + pa[4])) peer)"
     fi
 done
+
 # flat memory: worker RSS before and after a long run on a warm cache
 rss() {   # the workers' resident set, kB
     local kb=0 p
