@@ -12,7 +12,7 @@
 #include "ngx_integrations_cache.h"
 
 
-/* rendered pages per worker: the bench data set's pages fit ten times */
+/* per worker: about a thousand 30 KB attendee pages, far more event pages */
 #define NGX_HTTP_INTEGRATIONS_CACHE_SIZE  (32 * 1024 * 1024)
 
 
