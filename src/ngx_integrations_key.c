@@ -128,6 +128,29 @@ ngx_integrations_key_parse(const unsigned char *key, size_t len,
 }
 
 
+/*
+ * OpenSSL 3 fetches the implementation behind EVP_sha256() on every call,
+ * under a lock: fetched once per process instead.
+ */
+static const EVP_MD *
+ngx_integrations_sha256(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    static EVP_MD  *md;
+
+    if (md == NULL) {
+        md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    }
+
+    if (md) {
+        return md;
+    }
+#endif
+
+    return EVP_sha256();
+}
+
+
 int
 ngx_integrations_key_hash(const unsigned char *key, size_t len,
     const unsigned char *pepper, size_t pepper_len, unsigned char *hex)
@@ -139,14 +162,18 @@ ngx_integrations_key_hash(const unsigned char *key, size_t len,
     static const char  digits[] = "0123456789abcdef";
 
     if (pepper_len) {
-        if (HMAC(EVP_sha256(), pepper, (int) pepper_len, key, len, md, &mdlen)
+        if (HMAC(ngx_integrations_sha256(), pepper, (int) pepper_len,
+                 key, len, md, &mdlen)
             == NULL)
         {
             return -1;
         }
 
     } else {
-        if (EVP_Digest(key, len, md, &mdlen, EVP_sha256(), NULL) != 1) {
+        if (EVP_Digest(key, len, md, &mdlen, ngx_integrations_sha256(),
+                       NULL)
+            != 1)
+        {
             return -1;
         }
     }
