@@ -60,6 +60,18 @@ static const char  ictl_record_lua[] =
 "redis.call('HSET', KEYS[1], unpack(ARGV))\n"
 "return 1\n";
 
+/*
+ * Bumps D:ver, which nginx's page cache compares. A new counter starts at
+ * Redis's clock in microseconds: each write takes more than a microsecond,
+ * so a data set deleted and written again never repeats a version.
+ */
+#define ICTL_BUMP_VERSION(D)                                                 \
+"local vk = " D " .. ':ver'\n"                                               \
+"if redis.call('INCR', vk) == 1 then\n"                                      \
+"  local t = redis.call('TIME')\n"                                           \
+"  redis.call('SET', vk, t[1] .. string.rep('0', 6 - #t[2]) .. t[2])\n"      \
+"end\n"
+
 /* D: upsert an event; ARGV[4] is the detail without its ticketTypes */
 static const char  ictl_event_lua[] =
 "local D, id, slug = KEYS[1], ARGV[1], ARGV[2]\n"
@@ -84,7 +96,7 @@ static const char  ictl_event_lua[] =
 "redis.call('ZADD', D .. ':events', ARGV[6], id)\n"
 "redis.call('HSET', D .. ':items', id, ARGV[3])\n"
 "redis.call('HSET', D .. ':slugs', slug, id)\n"
-"redis.call('INCR', D .. ':ver')\n"
+ICTL_BUMP_VERSION("D")
 "return 1\n";
 
 /* E (KEYS[2]: its D): upsert an attendee, moving it between indexes */
@@ -105,7 +117,7 @@ static const char  ictl_attendee_lua[] =
 "if ARGV[7] ~= '' then redis.call('ZADD', E .. ':c:' .. ARGV[7], ct, m) end\n"
 "redis.call('ZADD', E .. ':upd', ARGV[8], m)\n"
 "redis.call('HSET', E .. ':am', m, ARGV[5] .. ARGV[6] .. ':' .. ARGV[7])\n"
-"redis.call('INCR', KEYS[2] .. ':ver')\n"
+ICTL_BUMP_VERSION("KEYS[2]")
 "return 1\n";
 
 /* E (KEYS[2]: its D): remove an attendee from everything */
@@ -122,7 +134,7 @@ static const char  ictl_delete_attendee_lua[] =
 "redis.call('HDEL', E .. ':ai', m)\n"
 "redis.call('HDEL', E .. ':as', m)\n"
 "redis.call('HDEL', E .. ':am', m)\n"
-"redis.call('INCR', KEYS[2] .. ':ver')\n"
+ICTL_BUMP_VERSION("KEYS[2]")
 "return 1\n";
 
 /* D: remove an event and every key of it */
@@ -144,7 +156,7 @@ static const char  ictl_delete_event_lua[] =
 "redis.call('ZREM', D .. ':events', id)\n"
 "redis.call('HDEL', D .. ':items', id)\n"
 "redis.call('HDEL', D .. ':slugs', slug)\n"
-"redis.call('INCR', D .. ':ver')\n"
+ICTL_BUMP_VERSION("D")
 "return 1\n";
 
 
