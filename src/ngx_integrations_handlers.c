@@ -75,6 +75,9 @@
      | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_SCANNED)            \
      | NGX_HTTP_INTEGRATIONS_BIT(NGX_HTTP_INTEGRATIONS_P_PROMO))
 
+/* "k " and a key id, the page cache's name of a key's data set */
+#define NGX_HTTP_INTEGRATIONS_KEY_NAME         (2 + 64)
+
 /* script arguments: KEYS[1] + ARGV */
 #define NGX_HTTP_INTEGRATIONS_NARGS            11
 
@@ -132,7 +135,6 @@ typedef struct {
     long long                           need;
     ngx_uint_t                          slices;
     unsigned                            more:1;
-    unsigned                            cacheable:1;
     unsigned                            revalidating:1;
 } ngx_http_integrations_ctx_t;
 
@@ -175,6 +177,12 @@ static ngx_http_integrations_prefetch_t *ngx_http_integrations_prefetch_of(
     ngx_http_request_t *r, ngx_integrations_identity_t *id, ngx_str_t *D);
 static ngx_uint_t ngx_http_integrations_current(
     ngx_integrations_cache_entry_t *e, ngx_str_t *version);
+static ngx_int_t ngx_http_integrations_key_name(ngx_str_t *key_id,
+    u_char *buf, ngx_str_t *name);
+static void ngx_http_integrations_version_copy(ngx_pool_t *pool,
+    redisReply *reply, ngx_str_t *version);
+static void ngx_http_integrations_versioned(ngx_http_integrations_ctx_t *ctx,
+    ngx_uint_t failed);
 static ngx_int_t ngx_http_integrations_send_cached(ngx_http_request_t *r,
     ngx_integrations_cache_entry_t *e);
 static ngx_int_t ngx_http_integrations_send_page(ngx_http_request_t *r,
@@ -895,7 +903,7 @@ static ngx_http_integrations_prefetch_t *
 ngx_http_integrations_prefetch_of(ngx_http_request_t *r,
     ngx_integrations_identity_t *id, ngx_str_t *D)
 {
-    u_char                             buf[2 + 64];
+    u_char                             buf[NGX_HTTP_INTEGRATIONS_KEY_NAME];
     ngx_buf_t                          b;
     ngx_str_t                          name, none;
     ngx_chain_t                        cl;
@@ -909,12 +917,9 @@ ngx_http_integrations_prefetch_of(ngx_http_request_t *r,
         return pf;
     }
 
-    if (id->id.len > 64) {
+    if (ngx_http_integrations_key_name(&id->id, buf, &name) != NGX_OK) {
         return NULL;
     }
-
-    name.data = buf;
-    name.len = ngx_sprintf(buf, "k %V", &id->id) - buf;
 
     ngx_memzero(&b, sizeof(ngx_buf_t));
     b.pos = D->data;
@@ -928,6 +933,23 @@ ngx_http_integrations_prefetch_of(ngx_http_request_t *r,
                                         ngx_integrations_cache_hash(&name),
                                         &none, &none, &cl, D->len);
     return NULL;
+}
+
+
+/* "k <id>": where the worker keeps a key's data set in the page cache */
+
+static ngx_int_t
+ngx_http_integrations_key_name(ngx_str_t *key_id, u_char *buf,
+    ngx_str_t *name)
+{
+    if (key_id->len > NGX_HTTP_INTEGRATIONS_KEY_NAME - 2) {
+        return NGX_DECLINED;
+    }
+
+    name->data = buf;
+    name->len = ngx_sprintf(buf, "k %V", key_id) - buf;
+
+    return NGX_OK;
 }
 
 
@@ -976,7 +998,7 @@ ngx_http_integrations_current(ngx_integrations_cache_entry_t *e,
 void *
 ngx_http_integrations_prefetch(ngx_http_request_t *r, ngx_str_t *key_id)
 {
-    u_char                              buf[2 + 64];
+    u_char                              buf[NGX_HTTP_INTEGRATIONS_KEY_NAME];
     ngx_str_t                           name;
     ngx_http_integrations_prefetch_t   *pf;
     ngx_integrations_cache_entry_t     *e;
@@ -985,13 +1007,11 @@ ngx_http_integrations_prefetch(ngx_http_request_t *r, ngx_str_t *key_id)
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
 
     if (ilcf->handler == 0 || ilcf->handler == NGX_INTEGRATIONS_WHOAMI
-        || !ngx_integrations_cache_enabled() || key_id->len > 64)
+        || !ngx_integrations_cache_enabled()
+        || ngx_http_integrations_key_name(key_id, buf, &name) != NGX_OK)
     {
         return NULL;
     }
-
-    name.data = buf;
-    name.len = ngx_sprintf(buf, "k %V", key_id) - buf;
 
     e = ngx_integrations_cache_lookup(&name,
                                       ngx_integrations_cache_hash(&name));
@@ -1042,18 +1062,34 @@ ngx_http_integrations_prefetched(void *data, redisReply *reply)
     pf->done = 1;
     pf->failed = (reply == NULL);
 
-    if (reply && reply->type == REDIS_REPLY_STRING && reply->len > 0) {
-        pf->version.data = ngx_pnalloc(pf->request->pool, reply->len);
-
-        if (pf->version.data) {
-            ngx_memcpy(pf->version.data, reply->str, reply->len);
-            pf->version.len = reply->len;
-        }
-    }
+    ngx_http_integrations_version_copy(pf->request->pool, reply,
+                                       &pf->version);
 
     if (pf->ctx) {
         /* the content handler is waiting: as if it had asked itself */
-        ngx_http_integrations_version(pf->ctx, reply);
+        pf->ctx->version = pf->version;
+        ngx_http_integrations_versioned(pf->ctx, pf->failed);
+    }
+}
+
+
+/* nil: a data set no import versioned yet, never cached */
+
+static void
+ngx_http_integrations_version_copy(ngx_pool_t *pool, redisReply *reply,
+    ngx_str_t *version)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_STRING
+        || reply->len == 0)
+    {
+        return;
+    }
+
+    version->data = ngx_pnalloc(pool, reply->len);
+
+    if (version->data) {
+        ngx_memcpy(version->data, reply->str, reply->len);
+        version->len = reply->len;
     }
 }
 
@@ -1068,31 +1104,32 @@ ngx_http_integrations_version(void *data, redisReply *reply)
 {
     ngx_http_integrations_ctx_t  *ctx = data;
 
+    ngx_http_integrations_version_copy(ctx->request->pool, reply,
+                                       &ctx->version);
+    ngx_http_integrations_versioned(ctx, reply == NULL);
+}
+
+
+/* the version is known (ctx->version, empty if none) or Redis failed */
+
+static void
+ngx_http_integrations_versioned(ngx_http_integrations_ctx_t *ctx,
+    ngx_uint_t failed)
+{
     ngx_int_t                        rc;
     ngx_connection_t                *c;
     ngx_http_request_t              *r;
     ngx_integrations_cache_entry_t  *e;
-
-    r = ctx->request;
-    c = r->connection;
-
-    /* nil: a data set no import versioned yet, never cached */
-    if (reply && reply->type == REDIS_REPLY_STRING && reply->len > 0) {
-        ctx->version.data = ngx_pnalloc(r->pool, reply->len);
-
-        if (ctx->version.data) {
-            ngx_memcpy(ctx->version.data, reply->str, reply->len);
-            ctx->version.len = reply->len;
-        }
-    }
 
     if (!ctx->revalidating) {
         return;
     }
 
     ctx->revalidating = 0;
+    r = ctx->request;
+    c = r->connection;
 
-    if (reply == NULL) {
+    if (failed) {
         rc = ngx_http_integrations_unavailable(r);
         goto done;
     }
