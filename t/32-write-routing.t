@@ -63,7 +63,7 @@ is($r->{status}, 201, 'POST validated and proxied');
 is_deeply($h->json($r), { created => JSON::PP::true(), org => 'acme',
                           uri => '/backend/events' },
           'the backend got the identity');
-is($h->redis('ZCARD', "{k:$rwid}:rl:events"), 2,
+is($h->redis('LLEN', "{k:$rwid}:log:events"), 2,
    'two requests, two admissions: the redirect did not count twice');
 is($r->{headers}{'ratelimit-remaining'}, 98, 'RateLimit headers on the write');
 

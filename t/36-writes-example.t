@@ -125,7 +125,7 @@ my $log = Harness::_slurp($h->dir . '/backend.log');
 ok(index($log, $rw) < 0 && index($log, $scanner) < 0,
    'no key anywhere in what the backend saw');
 
-is($h->redis('ZCARD', "{k:$rwid}:rl:events"), 5,
+is($h->redis('LLEN', "{k:$rwid}:log:events"), 5,
    'five requests of that key, five admissions: the rewrite counts once');
 
 # -- refusals -----------------------------------------------------------------

@@ -87,7 +87,7 @@ sub get { my ($p, $k, %o) = @_; $h->get($p, { 'X-Api-Key' => $k }, %o) }
        'Retry-After within the window');
     is($r->{headers}{'ratelimit-remaining'}, 0, '429 carries RateLimit-*');
 
-    is($h->redis('ZCARD', "{k:$id}:rl:events"), 5,
+    is($h->redis('LLEN', "{k:$id}:log:events"), 5,
        'refused requests do not consume allowance');
 
     # Retry-After is the truth within a second: poll until admitted.
@@ -144,7 +144,7 @@ sub burst {
     my ($ok, $limited) = burst($key, $h->port, $n2->port);
     is($ok, 60, 'two nginx nodes, one Redis: exactly 60 admitted');
     is($limited, 140, 'two nodes: 140 refused');
-    is($h->redis('ZCARD', "{k:$id}:rl:burst"), 60, 'Redis holds 60 entries');
+    is($h->redis('LLEN', "{k:$id}:log:burst"), 60, 'Redis holds 60 entries');
 }
 
 # -- buckets are independent; the key's own limit wins ------------------------
@@ -163,6 +163,17 @@ sub burst {
     is(scalar(grep { $_ == 200 } @s), 8, 'key override (8) wins over 5r/2s');
     is($s[8], 429, 'the 9th is refused');
 
+    # the operator lowers the key's limit below what its log holds
+    my $oid = (split /_/, $own)[2];
+    $h->redis('HSET', "{k:$oid}", 'rate_limit', 3);
+    my $low = get('/e', $own);
+    is($low->{status}, 429, 'limit lowered to 3 under a log of 8: refused');
+    is($low->{headers}{'ratelimit-limit'}, 3, '... RateLimit-Limit is 3');
+    ok($low->{headers}{'retry-after'} >= 1
+       && $low->{headers}{'retry-after'} <= 2,
+       '... Retry-After within the window');
+    is($h->redis('LLEN', "{k:$oid}:log:events"), 8, '... nothing spent');
+
     my $u = get('/unlimited', $key);
     is($u->{status}, 200, 'no limit configured: admitted');
     ok(!exists $u->{headers}{'ratelimit-limit'},
@@ -178,7 +189,7 @@ sub burst {
     my $stats = $h->redis('INFO', 'commandstats');
     my %calls = $stats =~ /cmdstat_(\w+):calls=(\d+)/g;
     is($calls{evalsha}, 3, 'one EVALSHA per request');
-    my @other = grep { !/^(evalsha|info|config|hmget|time|zremrangebyscore|zcard|zadd|pexpire|zrange|hset)$/ }
+    my @other = grep { !/^(evalsha|info|config|hmget|time|lrange|ltrim|rpush|rpop|lindex|pexpire|hset)$/ }
                 keys %calls;
     is_deeply(\@other, [], 'no other top-level command') or diag $stats;
     ok(!$calls{eval}, 'script not resent (EVALSHA hit the cache)');
@@ -196,9 +207,9 @@ sub burst {
 {
     my ($key, $id) = make_key($h, org => 'acme');
     get('/attendees', $key) for 1 .. 2;
-    ok($h->redis('PTTL', "{k:$id}:rl:attendees") <= 2000, 'log expires within a window');
+    ok($h->redis('PTTL', "{k:$id}:log:attendees") <= 2000, 'log expires within a window');
     sleep 4.1;
-    is($h->redis('EXISTS', "{k:$id}:rl:attendees"), 0,
+    is($h->redis('EXISTS', "{k:$id}:log:attendees"), 0,
        'no rate-limit key left after two windows of silence');
 }
 

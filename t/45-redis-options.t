@@ -40,7 +40,7 @@ my ($key, $id) = make_key(DB3->new($h), org => 'acme',
     my $res = $h->get('/x', { 'X-Api-Key' => $key });
     is($res->{status}, 200, 'unix socket + AUTH + SELECT 3 + prefix');
     is($res->{content}, "org=acme\n", 'identity read from db 3 with prefix');
-    is(DB3->new($h)->redis('EXISTS', "tenant1:{k:$id}:rl:b"), 1,
+    is(DB3->new($h)->redis('EXISTS', "tenant1:{k:$id}:log:b"), 1,
        'the rate-limit log is written under the prefix in db 3');
     is($h->redis('DBSIZE'), 0, 'nothing written to db 0');
 }
