@@ -950,6 +950,18 @@ ngx_integrations_redis_read_handler(ngx_event_t *rev)
         }
     }
 
+    /*
+     * commands queued earlier in this turn leave before the replies are
+     * dispatched: Redis works on them while the responses are written
+     */
+    if (rc->state == NGX_INTEGRATIONS_REDIS_UP && rc->out_len) {
+        ngx_integrations_redis_write_handler(c->write);
+
+        if (rc->c != c) {
+            return;
+        }
+    }
+
     while (rev->ready) {
         n = c->recv(c, buf, sizeof(buf));
 
