@@ -73,6 +73,7 @@ struct ngx_integrations_redis_s {
     ngx_event_t                       reconnect_ev;
     ngx_msec_t                        backoff;
     ngx_integrations_redis_state_e    state;
+    unsigned                          read_posted:1;
 };
 
 
@@ -393,6 +394,7 @@ ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
     c->read->log = rc->log;
     c->write->log = rc->log;
     rc->c = c;
+    rc->read_posted = 0;
 
     if (rc->peer.sockaddr->sa_family != AF_UNIX) {
         tcp_nodelay = 1;
@@ -590,6 +592,12 @@ ngx_integrations_redis_timeout_handler(ngx_event_t *ev)
 
     if (left > 0) {
         ngx_add_timer(ev, (ngx_msec_t) left);
+        return;
+    }
+
+    if (rc->read_posted) {
+        /* replies arrived in this turn and are read right after timers */
+        ngx_add_timer(ev, 1);
         return;
     }
 
@@ -951,9 +959,18 @@ ngx_integrations_redis_read_handler(ngx_event_t *rev)
     }
 
     /*
-     * commands queued earlier in this turn leave before the replies are
-     * dispatched: Redis works on them while the responses are written
+     * Replies are dispatched after this turn's other events: the requests
+     * read in this turn are queued first, and leave before the responses
+     * are written, so Redis works on them meanwhile.
      */
+    if (rc->state == NGX_INTEGRATIONS_REDIS_UP && !rc->read_posted) {
+        rc->read_posted = 1;
+        ngx_post_event(rev, &ngx_posted_events);
+        return;
+    }
+
+    rc->read_posted = 0;
+
     if (rc->state == NGX_INTEGRATIONS_REDIS_UP && rc->out_len) {
         ngx_integrations_redis_write_handler(c->write);
 
