@@ -3,8 +3,9 @@
 # present) and against a static `return 200` of a same-sized body, with
 # identical data, 1 worker then 2. Figures are only comparable inside one
 # run. Environment: DUR (10s), CONNS (50), THREADS (2), ORGS (100),
-# EVENTS (20), ATTS (200), KPO (5), WORKERS_LIST ("1 2"), KEEP (keep
-# the temporary directory), RSS_DUR (40s: the memory run, 0: none).
+# EVENTS (20), ATTS (200), KPO (5), WORKERS_LIST ("1 2"), REPEAT (5 runs
+# of each, interleaved; medians reported), KEEP (keep the temporary
+# directory), RSS_DUR (40s: the memory run, 0: none).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER:-$ROOT/../shared/peer}
@@ -126,6 +127,14 @@ summary() {   # name
 
 ratio() { echo "scale=2; $1 / $2" | bc; }
 
+check() {   # label a b op target: prints a/b and whether it meets the target
+    local r ok
+    r=$(ratio "$2" "$3")
+    ok=$(echo "$r $4 $5" | bc)
+    printf '%-42s %5s  %s\n' "$1 ($4 $5)" "$r" \
+        "$([ "$ok" = 1 ] && echo met || echo MISSED)"
+}
+
 report() {   # label name
     local s
     read -r -a s < <(summary "$2") || return 0
@@ -147,7 +156,7 @@ if [ -f "$PEER/peer.lua" ] && [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so
 then
     PEER_ON=1
 fi
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 
 for W in $WORKERS_LIST; do
     : > results.txt
@@ -216,7 +225,16 @@ for W in $WORKERS_LIST; do
              "${pa[0]}"), p99 $(ratio "${ma[2]}" "${pa[2]}")"
         echo "static / peer, attendees p99:  $(ratio "${sa[2]}" "${pa[2]}")"
         echo "peer: $(per_request $((pe[4] + pa[4])) peer)"
+        echo "-- targets (issue 6), $W worker(s)"
+        check "module / peer req/s, events" "${me[0]}" "${pe[0]}" ">=" 3
+        check "module / peer req/s, attendees" "${ma[0]}" "${pa[0]}" ">=" 3
+        check "module / peer p99, events" "${me[2]}" "${pe[2]}" "<=" .33
+        check "module / peer p99, attendees" "${ma[2]}" "${pa[2]}" "<=" .33
     fi
+    check "module / static req/s, events" "${me[0]}" "${se[0]}" ">=" .40
+    bad=$((me[3] + ma[3] + ${pe[3]:-0} + ${pa[3]:-0}))
+    printf '%-42s %5s  %s\n' "non-2xx, module and peer" "$bad" \
+        "$([ "$bad" = 0 ] && echo met || echo MISSED)"
 done
 
 # flat memory: worker RSS before and after a long run on a warm cache
