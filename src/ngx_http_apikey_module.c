@@ -164,7 +164,8 @@ static ngx_int_t ngx_http_apikey_init(ngx_conf_t *cf);
 
 
 /*
- * KEYS: the key record, the rate-limit log of this bucket (same hash tag).
+ * KEYS: the key record, the rate-limit log of this bucket, the log's name
+ * before 2026-12 (a sorted set, moved into the list once; same hash tag).
  * ARGV: key hash, client IP (32 hex), limit, window ms, then each required
  * scope padded with spaces (" events:read ").
  * Returns {code, hash, org, name, scopes, env, expires, limit, remaining,
@@ -232,6 +233,13 @@ static const char  ngx_http_apikey_script[] =
 "  if j > 0 then redis.call('LTRIM', k, j, '-1') end\n"
 "  if j < #h then first = tonumber(h[j + 1]) break end\n"
 "  if #h < 2 then break end\n"
+"end\n"
+"if not first and redis.call('EXISTS', KEYS[3]) == 1 then\n"
+"  local z = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. old, '+inf',\n"
+"    'WITHSCORES')\n"
+"  redis.call('DEL', KEYS[3])\n"
+"  for i = 2, #z, 2 do redis.call('RPUSH', k, z[i]) end\n"
+"  if #z > 0 then first = tonumber(z[2]) end\n"
 "end\n"
 "local n = redis.call('RPUSH', k, ts)\n"
 "if n > limit then\n"
@@ -377,7 +385,7 @@ static ngx_int_t
 ngx_http_apikey_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
-    ngx_str_t                     key, keys[2], *args;
+    ngx_str_t                     key, keys[3], *args;
     ngx_http_apikey_ctx_t        *ctx;
     ngx_integrations_key_parts_t  parts;
     ngx_http_apikey_loc_conf_t   *alcf;
@@ -459,29 +467,34 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
         || ngx_integrations_redis_key(r->pool, amcf->redis, &keys[1],
                                       "{k:%V}:log:%V", &ctx->identity.id,
                                       &alcf->bucket)
+           != NGX_OK
+        || ngx_integrations_redis_key(r->pool, amcf->redis, &keys[2],
+                                      "{k:%V}:rl:%V", &ctx->identity.id,
+                                      &alcf->bucket)
            != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     args = ngx_pnalloc(r->pool,
-                       (4 + alcf->script_args->nelts) * sizeof(ngx_str_t));
+                       (5 + alcf->script_args->nelts) * sizeof(ngx_str_t));
     if (args == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     args[0] = keys[0];
     args[1] = keys[1];
-    args[2].data = ctx->hash;
-    args[2].len = NGX_INTEGRATIONS_HASH_HEX_LEN;
-    args[3].data = ctx->ip;
-    args[3].len = ngx_strlen(ctx->ip);
-    ngx_memcpy(&args[4], alcf->script_args->elts,
+    args[2] = keys[2];
+    args[3].data = ctx->hash;
+    args[3].len = NGX_INTEGRATIONS_HASH_HEX_LEN;
+    args[4].data = ctx->ip;
+    args[4].len = ngx_strlen(ctx->ip);
+    ngx_memcpy(&args[5], alcf->script_args->elts,
                alcf->script_args->nelts * sizeof(ngx_str_t));
 
     ctx->cmd.script = amcf->script;
-    ctx->cmd.nkeys = 2;
-    ctx->cmd.nargs = 4 + alcf->script_args->nelts;
+    ctx->cmd.nkeys = 3;
+    ctx->cmd.nargs = 5 + alcf->script_args->nelts;
     ctx->cmd.args = args;
     ctx->cmd.handler = ngx_http_apikey_reply;
     ctx->cmd.data = ctx;

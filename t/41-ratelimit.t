@@ -174,6 +174,28 @@ sub burst {
        '... Retry-After within the window');
     is($h->redis('LLEN', "{k:$oid}:log:events"), 8, '... nothing spent');
 
+    # a log written before 2026-12 (a sorted set under :rl:) still counts
+    my $redis_ms = sub {
+        my ($s, $us) = $h->redis('TIME');
+        return $s * 1000 + int($us / 1000);
+    };
+    my ($full, $fid) = make_key($h, org => 'acme');
+    my $t = $redis_ms->();
+    $h->redis('ZADD', "{k:$fid}:rl:events", map { ($t - $_, "$t-$_") }
+              10, 20, 30, 40, 50, 5000);
+    my $f = get('/e', $full);
+    is($f->{status}, 429, 'legacy log of 5 in the window: 6th refused');
+    is($h->redis('EXISTS', "{k:$fid}:rl:events"), 0, '... legacy log moved');
+    is($h->redis('LLEN', "{k:$fid}:log:events"), 5,
+       '... into the list, without the entry older than the window');
+    my ($part, $pid) = make_key($h, org => 'acme');
+    $t = $redis_ms->();
+    $h->redis('ZADD', "{k:$pid}:rl:events", $t - 100, "a", $t - 50, "b");
+    my $pr = get('/e', $part);
+    is($pr->{status}, 200, 'legacy log of 2: admitted');
+    is($pr->{headers}{'ratelimit-remaining'}, 2, '... 2 remaining of 5');
+    is($h->redis('LLEN', "{k:$pid}:log:events"), 3, '... list holds 3');
+
     my $u = get('/unlimited', $key);
     is($u->{status}, 200, 'no limit configured: admitted');
     ok(!exists $u->{headers}{'ratelimit-limit'},
@@ -189,7 +211,7 @@ sub burst {
     my $stats = $h->redis('INFO', 'commandstats');
     my %calls = $stats =~ /cmdstat_(\w+):calls=(\d+)/g;
     is($calls{evalsha}, 3, 'one EVALSHA per request');
-    my @other = grep { !/^(evalsha|info|config|hmget|time|lrange|ltrim|rpush|rpop|lindex|pexpire|hset)$/ }
+    my @other = grep { !/^(evalsha|info|config|hmget|time|lrange|ltrim|rpush|rpop|lindex|pexpire|hset|exists)$/ }
                 keys %calls;
     is_deeply(\@other, [], 'no other top-level command') or diag $stats;
     ok(!$calls{eval}, 'script not resent (EVALSHA hit the cache)');
