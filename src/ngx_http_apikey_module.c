@@ -476,8 +476,8 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    args = ngx_pnalloc(r->pool,
-                       (5 + alcf->script_args->nelts) * sizeof(ngx_str_t));
+    args = ngx_palloc(r->pool,
+                      (5 + alcf->script_args->nelts) * sizeof(ngx_str_t));
     if (args == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
