@@ -963,19 +963,22 @@ ngx_integrations_redis_read_handler(ngx_event_t *rev)
      * read in this turn are queued first, and leave before the responses
      * are written, so Redis works on them meanwhile.
      */
-    if (rc->state == NGX_INTEGRATIONS_REDIS_UP && !rc->read_posted) {
-        rc->read_posted = 1;
-        ngx_post_event(rev, &ngx_posted_events);
-        return;
-    }
+    if (rc->state == NGX_INTEGRATIONS_REDIS_UP) {
 
-    rc->read_posted = 0;
-
-    if (rc->state == NGX_INTEGRATIONS_REDIS_UP && rc->out_len) {
-        ngx_integrations_redis_write_handler(c->write);
-
-        if (rc->c != c) {
+        if (!rc->read_posted) {
+            rc->read_posted = 1;
+            ngx_post_event(rev, &ngx_posted_events);
             return;
+        }
+
+        rc->read_posted = 0;
+
+        if (rc->out_len) {
+            ngx_integrations_redis_write_handler(c->write);
+
+            if (rc->c != c) {
+                return;
+            }
         }
     }
 

@@ -158,13 +158,12 @@ sub burst {
     is($r->{headers}{'ratelimit-policy'}, '"attendees";q=3;w=2',
        'attendees policy');
 
-    my ($own) = make_key($h, org => 'acme', rate_limit => 8);
+    my ($own, $oid) = make_key($h, org => 'acme', rate_limit => 8);
     my @s = map { get('/e', $own)->{status} } 1 .. 9;
     is(scalar(grep { $_ == 200 } @s), 8, 'key override (8) wins over 5r/2s');
     is($s[8], 429, 'the 9th is refused');
 
     # the operator lowers the key's limit below what its log holds
-    my $oid = (split /_/, $own)[2];
     $h->redis('HSET', "{k:$oid}", 'rate_limit', 3);
     my $low = get('/e', $own);
     is($low->{status}, 429, 'limit lowered to 3 under a log of 8: refused');
