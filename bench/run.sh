@@ -11,8 +11,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER:-$ROOT/../shared/peer}
 BUILD=${INTEGRATIONS_BUILD:-$ROOT/build}
 DIR=$(mktemp -d /tmp/integrations-bench.XXXX)
-chmod 755 "$DIR"   # nginx workers (nobody) read static.json
+chmod 755 "$DIR"   # nginx workers (nobody) reach the temp paths in it
 RPORT=${RPORT:-16391}; PORT=${PORT:-18091}; PPORT=${PPORT:-18092}
+SPORT=${SPORT:-18093}
 DUR=${DUR:-10s}; CONNS=${CONNS:-50}; THREADS=${THREADS:-2}
 ORGS=${ORGS:-100}; EVENTS=${EVENTS:-20}; ATTS=${ATTS:-200}; KPO=${KPO:-5}
 WORKERS_LIST=${WORKERS_LIST:-"1 2"}
@@ -176,30 +177,41 @@ for W in $WORKERS_LIST; do
     fi
     sleep 0.5
 
-    # the static baselines serve the bytes of the module's own pages
+    # the static baselines: a plain nginx, `return 200` of the bytes of
+    # the module's own pages
     EV1=$(head -1 module-keys.txt | cut -d' ' -f1)
     curl -sf -H "Authorization: Bearer $K" \
         "http://127.0.0.1:$PORT$EVENTS_PATH" > static.json
     curl -sf -H "Authorization: Bearer $K" "http://127.0.0.1:$PORT$(echo \
         "$ATT_PATH" | sed "s/{event}/event-$((10#${EV1#org} * 1000))/")" \
         > static-attendees.json
-    chmod 644 static.json static-attendees.json
     echo "events page: $(wc -c < static.json) bytes," \
          "attendees page: $(wc -c < static-attendees.json) bytes"
+    sed -e "s#@DIR@#$DIR#g; s#@PORT@#$SPORT#; s#@WORKERS@#$W#" \
+        "$ROOT/bench/static.conf.in" > static.conf.in
+    python3 "$ROOT/bench/static_conf.py" static.conf.in static=static.json \
+        static-attendees=static-attendees.json > static.conf
+    nginx -p "$DIR" -c "$DIR/static.conf"
+    sleep 0.5
+    for f in static static-attendees; do
+        curl -sf "http://127.0.0.1:$SPORT/$f" | cmp -s - "$f.json" || {
+            echo "static nginx: /$f is not the module's page" >&2; exit 1; }
+    done
 
     M=http://127.0.0.1:$PORT
+    S=http://127.0.0.1:$SPORT
     P=http://127.0.0.1:$PPORT
     for _ in $(seq "$REPEAT"); do
-        wrk_run "static events" "$M" /static ""
+        wrk_run "static events" "$S" /static ""
         side_run module "module events" "$M" "$EVENTS_PATH" module-keys.txt
         [ -z "$PEER_ON" ] ||
             side_run peer "peer events" "$P" "$EVENTS_PATH" peer-keys.txt
-        wrk_run "static attendees" "$M" /static-attendees ""
+        wrk_run "static attendees" "$S" /static-attendees ""
         side_run module "module attendees" "$M" "$ATT_PATH" module-keys.txt
         [ -z "$PEER_ON" ] ||
             side_run peer "peer attendees" "$P" "$ATT_PATH" peer-keys.txt
     done
-    kill "$(cat module-nginx.pid)"
+    kill "$(cat module-nginx.pid)" "$(cat static-nginx.pid)"
     [ -z "$PEER_ON" ] || kill "$(cat peer-nginx.pid)"
     sleep 0.5
 
