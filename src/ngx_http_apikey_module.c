@@ -174,8 +174,11 @@ static ngx_int_t ngx_http_apikey_init(ngx_conf_t *cf);
  * module compares it again in constant time.
  *
  * The log is a list of admission times in ms, oldest first: trimmed from
- * the head, appended at the tail, so every step is O(1) and no number is
- * formatted as a float (a sorted set cost a third more Redis CPU). A
+ * the head, appended at the tail, and no number is formatted as a float
+ * (a sorted set cost a third more Redis CPU). Peeking at the two oldest
+ * settles the usual case; when both left the window, the first entry
+ * still in it is found by galloping then bisecting with LINDEX, so a long
+ * log that aged out at once costs O(log n) calls, not one per entry. A
  * refusal pushes and pops back in the same script: nothing is spent.
  */
 static const char  ngx_http_apikey_script[] =
@@ -226,19 +229,39 @@ static const char  ngx_http_apikey_script[] =
 "if own and own > 0 then limit = own end\n"
 "local win = tonumber(ARGV[4])\n"
 "local k, old, first = KEYS[2], now - win, nil\n"
-"while true do\n"
-"  local h = redis.call('LRANGE', k, '0', '1')\n"
-"  local j = 0\n"
-"  while j < #h and tonumber(h[j + 1]) <= old do j = j + 1 end\n"
-"  if j > 0 then redis.call('LTRIM', k, j, '-1') end\n"
-"  if j < #h then first = tonumber(h[j + 1]) break end\n"
-"  if #h < 2 then break end\n"
+"local h = redis.call('LRANGE', k, '0', '1')\n"
+"local j = 0\n"
+"while j < #h and tonumber(h[j + 1]) <= old do j = j + 1 end\n"
+"if j < #h then\n"
+"  first = tonumber(h[j + 1])\n"
+"elseif j == 2 then\n"
+"  local lo, hi = 1, 2\n"
+"  local v = redis.call('LINDEX', k, hi)\n"
+"  while v and tonumber(v) <= old do\n"
+"    lo, hi = hi, hi * 2\n"
+"    v = redis.call('LINDEX', k, hi)\n"
+"  end\n"
+"  while hi - lo > 1 do\n"
+"    local mid = math.floor((lo + hi) / 2)\n"
+"    local m = redis.call('LINDEX', k, mid)\n"
+"    if m and tonumber(m) <= old then lo = mid else hi, v = mid, m end\n"
+"  end\n"
+"  j = hi\n"
+"  if v then first = tonumber(v) end\n"
 "end\n"
+"if j > 0 then redis.call('LTRIM', k, j, '-1') end\n"
 "if not first and redis.call('EXISTS', KEYS[3]) == 1 then\n"
 "  local z = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. old, '+inf',\n"
 "    'WITHSCORES')\n"
 "  redis.call('DEL', KEYS[3])\n"
-"  for i = 2, #z, 2 do redis.call('RPUSH', k, z[i]) end\n"
+"  local b = {}\n"
+"  for i = 2, #z, 2 do\n"
+"    b[#b + 1] = z[i]\n"
+"    if #b == 1000 or i == #z then\n"
+"      redis.call('RPUSH', k, unpack(b))\n"
+"      b = {}\n"
+"    end\n"
+"  end\n"
 "  if #z > 0 then first = tonumber(z[2]) end\n"
 "end\n"
 "local n = redis.call('RPUSH', k, ts)\n"

@@ -195,6 +195,25 @@ sub burst {
     is($pr->{headers}{'ratelimit-remaining'}, 2, '... 2 remaining of 5');
     is($h->redis('LLEN', "{k:$pid}:log:events"), 3, '... list holds 3');
 
+    # a long log that left the window at once: found in O(log n) steps
+    my ($long, $lid) = make_key($h, org => 'acme');
+    $t = $redis_ms->();
+    for my $c (0 .. 4) {
+        $h->redis('RPUSH', "{k:$lid}:log:events",
+                  map { $t - 20000 - 5000 + $c * 1000 + $_ } 0 .. 999);
+    }
+    $h->redis('RPUSH', "{k:$lid}:log:events", $t - 200, $t - 100);
+    $h->redis('CONFIG', 'RESETSTAT');
+    my $lr = get('/e', $long);
+    my %lc = $h->redis('INFO', 'commandstats') =~ /cmdstat_(\w+):calls=(\d+)/g;
+    is($lr->{status}, 200, '5,000 entries older than the window: admitted');
+    is($lr->{headers}{'ratelimit-remaining'}, 2, '... 2 remaining of 5');
+    is($h->redis('LLEN', "{k:$lid}:log:events"), 3,
+       '... the old entries trimmed, the 2 in the window kept');
+    is($lc{ltrim}, 1, '... in one LTRIM');
+    ok(($lc{lindex} // 0) <= 30, '... found with at most 30 LINDEX')
+        or diag "lindex calls: $lc{lindex}";
+
     my $u = get('/unlimited', $key);
     is($u->{status}, 200, 'no limit configured: admitted');
     ok(!exists $u->{headers}{'ratelimit-limit'},
