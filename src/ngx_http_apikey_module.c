@@ -408,7 +408,7 @@ static ngx_int_t
 ngx_http_apikey_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
-    ngx_str_t                     key, keys[3], *args;
+    ngx_str_t                     key, *args;
     ngx_http_apikey_ctx_t        *ctx;
     ngx_integrations_key_parts_t  parts;
     ngx_http_apikey_loc_conf_t   *alcf;
@@ -484,14 +484,20 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
     (void) ngx_integrations_ip_hex(r->connection->sockaddr,
                                    (char *) ctx->ip);
 
-    if (ngx_integrations_redis_key(r->pool, amcf->redis, &keys[0],
+    args = ngx_palloc(r->pool,
+                      (5 + alcf->script_args->nelts) * sizeof(ngx_str_t));
+    if (args == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_integrations_redis_key(r->pool, amcf->redis, &args[0],
                                    "{k:%V}", &ctx->identity.id)
         != NGX_OK
-        || ngx_integrations_redis_key(r->pool, amcf->redis, &keys[1],
+        || ngx_integrations_redis_key(r->pool, amcf->redis, &args[1],
                                       "{k:%V}:log:%V", &ctx->identity.id,
                                       &alcf->bucket)
            != NGX_OK
-        || ngx_integrations_redis_key(r->pool, amcf->redis, &keys[2],
+        || ngx_integrations_redis_key(r->pool, amcf->redis, &args[2],
                                       "{k:%V}:rl:%V", &ctx->identity.id,
                                       &alcf->bucket)
            != NGX_OK)
@@ -499,15 +505,6 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    args = ngx_palloc(r->pool,
-                      (5 + alcf->script_args->nelts) * sizeof(ngx_str_t));
-    if (args == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    args[0] = keys[0];
-    args[1] = keys[1];
-    args[2] = keys[2];
     args[3].data = ctx->hash;
     args[3].len = NGX_INTEGRATIONS_HASH_HEX_LEN;
     args[4].data = ctx->ip;
