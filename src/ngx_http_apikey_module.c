@@ -130,6 +130,9 @@ typedef struct {
 static ngx_int_t ngx_http_apikey_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_apikey_finish(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
+static ngx_int_t ngx_http_apikey_key_names(ngx_pool_t *pool,
+    ngx_integrations_redis_conf_t *rcf, ngx_str_t *id, ngx_str_t *bucket,
+    ngx_str_t *names);
 static void ngx_http_apikey_reply(void *data, redisReply *reply);
 static ngx_http_apikey_ctx_t *ngx_http_apikey_get_ctx(ngx_http_request_t *r);
 static void ngx_http_apikey_ctx_marker(void *data);
@@ -143,6 +146,8 @@ static ngx_int_t ngx_http_apikey_cache_init(ngx_shm_zone_t *zone,
 static ngx_int_t ngx_http_apikey_cache_get(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
 static ngx_int_t ngx_http_apikey_header_filter(ngx_http_request_t *r);
+static u_char *ngx_http_apikey_item(u_char *p, ngx_str_t *bucket, u_char k1,
+    int64_t v1, u_char k2, int64_t v2);
 static ngx_int_t ngx_http_apikey_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_apikey_add_variables(ngx_conf_t *cf);
@@ -490,17 +495,9 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_integrations_redis_key(r->pool, amcf->redis, &args[0],
-                                   "{k:%V}", &ctx->identity.id)
-        != NGX_OK
-        || ngx_integrations_redis_key(r->pool, amcf->redis, &args[1],
-                                      "{k:%V}:log:%V", &ctx->identity.id,
-                                      &alcf->bucket)
-           != NGX_OK
-        || ngx_integrations_redis_key(r->pool, amcf->redis, &args[2],
-                                      "{k:%V}:rl:%V", &ctx->identity.id,
-                                      &alcf->bucket)
-           != NGX_OK)
+    if (ngx_http_apikey_key_names(r->pool, amcf->redis, &ctx->identity.id,
+                                  &alcf->bucket, args)
+        != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -538,6 +535,55 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
                                                        &ctx->identity.id);
 
     return NGX_AGAIN;
+}
+
+
+/*
+ * P{k:<id>}, P{k:<id>}:log:<bucket>, P{k:<id>}:rl:<bucket>: one block,
+ * copied by hand (ngx_sprintf's format parsing showed in the profile).
+ */
+
+static ngx_int_t
+ngx_http_apikey_key_names(ngx_pool_t *pool,
+    ngx_integrations_redis_conf_t *rcf, ngx_str_t *id, ngx_str_t *bucket,
+    ngx_str_t *names)
+{
+    u_char      *p;
+    size_t       len;
+    ngx_uint_t   i;
+
+    len = rcf->prefix.len + sizeof("{k:}") - 1 + id->len;
+
+    p = ngx_pnalloc(pool, 3 * len + sizeof(":log::rl:") - 1
+                          + 2 * bucket->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < 3; i++) {
+        names[i].data = p;
+
+        if (rcf->prefix.len) {
+            p = ngx_cpymem(p, rcf->prefix.data, rcf->prefix.len);
+        }
+
+        p = ngx_cpymem(p, "{k:", sizeof("{k:") - 1);
+        p = ngx_cpymem(p, id->data, id->len);
+        *p++ = '}';
+
+        if (i == 1) {
+            p = ngx_cpymem(p, ":log:", sizeof(":log:") - 1);
+            p = ngx_cpymem(p, bucket->data, bucket->len);
+
+        } else if (i == 2) {
+            p = ngx_cpymem(p, ":rl:", sizeof(":rl:") - 1);
+            p = ngx_cpymem(p, bucket->data, bucket->len);
+        }
+
+        names[i].len = p - names[i].data;
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1329,34 +1375,34 @@ ngx_http_apikey_cache_init(ngx_shm_zone_t *zone, void *data)
 }
 
 
-static ngx_int_t
-ngx_http_apikey_add_header(ngx_http_request_t *r, const char *name,
-    const char *fmt, ...)
+/* "<bucket>";<k1>=<v1>;<k2>=<v2>: a RateLimit-Policy or RateLimit item */
+
+static u_char *
+ngx_http_apikey_item(u_char *p, ngx_str_t *bucket, u_char k1, int64_t v1,
+    u_char k2, int64_t v2)
 {
-    u_char     *p, buf[256];
-    va_list     args;
-    ngx_str_t   v;
+    *p++ = '"';
+    p = ngx_cpymem(p, bucket->data, bucket->len);
+    *p++ = '"';
+    *p++ = ';';
+    *p++ = k1;
+    *p++ = '=';
+    p = ngx_integrations_decimal(p, v1);
+    *p++ = ';';
+    *p++ = k2;
+    *p++ = '=';
 
-    va_start(args, fmt);
-    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
-    va_end(args);
-
-    v.len = p - buf;
-    v.data = ngx_pnalloc(r->pool, v.len);
-    if (v.data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(v.data, buf, v.len);
-
-    return ngx_integrations_json_header(r, name, &v);
+    return ngx_integrations_decimal(p, v2);
 }
 
 
 static ngx_int_t
 ngx_http_apikey_header_filter(ngx_http_request_t *r)
 {
+    u_char                 *p;
+    size_t                  len;
     int64_t                 reset, window;
+    ngx_str_t               v[6];
     ngx_http_apikey_ctx_t  *ctx;
 
     if (r != r->main) {
@@ -1372,26 +1418,54 @@ ngx_http_apikey_header_filter(ngx_http_request_t *r)
     reset = (ctx->reset_ms + 999) / 1000;
     window = (int64_t) (ctx->window + 999) / 1000;
 
-    if (ngx_http_apikey_add_header(r, "RateLimit-Limit", "%L", ctx->limit)
+    /* every value in one block, written by hand: this runs per request */
+    len = 8 * NGX_INT64_LEN + 2 * ctx->bucket.len
+          + sizeof("\"\";q=;w=\"\";r=;t=");
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v[0].data = p;
+    p = ngx_integrations_decimal(p, ctx->limit);
+    v[0].len = p - v[0].data;
+
+    v[1].data = p;
+    p = ngx_integrations_decimal(p, ctx->remaining);
+    v[1].len = p - v[1].data;
+
+    v[2].data = p;
+    p = ngx_integrations_decimal(p, reset);
+    v[2].len = p - v[2].data;
+
+    v[3].data = p;
+    p = ngx_http_apikey_item(p, &ctx->bucket, 'q', ctx->limit, 'w', window);
+    v[3].len = p - v[3].data;
+
+    v[4].data = p;
+    p = ngx_http_apikey_item(p, &ctx->bucket, 'r', ctx->remaining, 't',
+                             reset);
+    v[4].len = p - v[4].data;
+
+    v[5].data = p;
+    p = ngx_integrations_decimal(p, (ctx->retry_ms + 999) / 1000);
+    v[5].len = p - v[5].data;
+
+    if (ngx_integrations_json_header(r, "RateLimit-Limit", &v[0]) != NGX_OK
+        || ngx_integrations_json_header(r, "RateLimit-Remaining", &v[1])
            != NGX_OK
-        || ngx_http_apikey_add_header(r, "RateLimit-Remaining", "%L",
-                                      ctx->remaining) != NGX_OK
-        || ngx_http_apikey_add_header(r, "RateLimit-Reset", "%L", reset)
+        || ngx_integrations_json_header(r, "RateLimit-Reset", &v[2])
            != NGX_OK
-        || ngx_http_apikey_add_header(r, "RateLimit-Policy",
-                                      "\"%V\";q=%L;w=%L", &ctx->bucket,
-                                      ctx->limit, window) != NGX_OK
-        || ngx_http_apikey_add_header(r, "RateLimit", "\"%V\";r=%L;t=%L",
-                                      &ctx->bucket, ctx->remaining, reset)
-           != NGX_OK)
+        || ngx_integrations_json_header(r, "RateLimit-Policy", &v[3])
+           != NGX_OK
+        || ngx_integrations_json_header(r, "RateLimit", &v[4]) != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     if (ctx->code == NGX_HTTP_APIKEY_LIMITED
-        && ngx_http_apikey_add_header(r, "Retry-After", "%L",
-                                      (ctx->retry_ms + 999) / 1000)
-           != NGX_OK)
+        && ngx_integrations_json_header(r, "Retry-After", &v[5]) != NGX_OK)
     {
         return NGX_ERROR;
     }

@@ -25,6 +25,7 @@
 #include "ngx_integrations_common.h"
 #include "ngx_integrations_json.h"
 #include "ngx_integrations_cache.h"
+#include "ngx_integrations_key.h"
 
 
 #define NGX_HTTP_INTEGRATIONS_EVENTS_SIZE      50
@@ -203,7 +204,6 @@ static ngx_int_t ngx_http_integrations_utf8(ngx_pool_t *pool,
 static ngx_int_t ngx_http_integrations_send(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx,
     ngx_http_integrations_body_t *body);
-static void ngx_http_integrations_free_reply(void *data);
 static ngx_integrations_redis_conf_t *ngx_http_integrations_redis(
     ngx_http_request_t *r);
 
@@ -689,11 +689,11 @@ ngx_http_integrations_start(ngx_http_request_t *r,
         ctx->cmd.nargs = 9;
 
         a[1].data = p;
-        p = ngx_sprintf(p, "%L", start);
+        p = ngx_integrations_decimal(p, start);
         a[1].len = p - a[1].data;
 
         a[2].data = p;
-        p = ngx_sprintf(p, "%ui", q->size);
+        p = ngx_integrations_decimal(p, (int64_t) q->size);
         a[2].len = p - a[2].data;
 
         a[3] = v[NGX_HTTP_INTEGRATIONS_P_STATUS];
@@ -727,11 +727,11 @@ ngx_http_integrations_start(ngx_http_request_t *r,
         a[1] = ev;
 
         a[2].data = p;
-        p = ngx_sprintf(p, "%L", start);
+        p = ngx_integrations_decimal(p, start);
         a[2].len = p - a[2].data;
 
         a[3].data = p;
-        p = ngx_sprintf(p, "%ui", q->size);
+        p = ngx_integrations_decimal(p, (int64_t) q->size);
         a[3].len = p - a[3].data;
 
         a[4] = v[NGX_HTTP_INTEGRATIONS_P_SEARCH];
@@ -861,10 +861,10 @@ ngx_http_integrations_cache_key(ngx_http_request_t *r,
     ngx_uint_t   i;
 
     a = ctx->args;
-    len = 3 * (NGX_INT_T_LEN + 1);
+    len = 3 * (NGX_INT64_LEN + 1);
 
     for (i = 0; i < ctx->cmd.nargs; i++) {
-        len += NGX_SIZE_T_LEN + 2 + a[i].len;
+        len += NGX_INT64_LEN + 2 + a[i].len;
     }
 
     p = ngx_pnalloc(r->pool, len);
@@ -872,12 +872,20 @@ ngx_http_integrations_cache_key(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
+    /* built by hand: formatted per request, ngx_sprintf cost 3k insns */
     ctx->cache_key.data = p;
-    p = ngx_sprintf(p, "%ui %ui %ui", ctx->handler, ctx->page, ctx->size);
+    p = ngx_integrations_decimal(p, (int64_t) ctx->handler);
+    *p++ = ' ';
+    p = ngx_integrations_decimal(p, (int64_t) ctx->page);
+    *p++ = ' ';
+    p = ngx_integrations_decimal(p, (int64_t) ctx->size);
 
     /* length-prefixed: no argument can pass for two */
     for (i = 0; i < ctx->cmd.nargs; i++) {
-        p = ngx_sprintf(p, " %uz:%V", a[i].len, &a[i]);
+        *p++ = ' ';
+        p = ngx_integrations_decimal(p, (int64_t) a[i].len);
+        *p++ = ':';
+        p = ngx_cpymem(p, a[i].data, a[i].len);
     }
 
     ctx->cache_key.len = p - ctx->cache_key.data;
@@ -947,7 +955,9 @@ ngx_http_integrations_key_name(ngx_str_t *key_id, u_char *buf,
     }
 
     name->data = buf;
-    name->len = ngx_sprintf(buf, "k %V", key_id) - buf;
+    buf[0] = 'k';
+    buf[1] = ' ';
+    name->len = ngx_cpymem(buf + 2, key_id->data, key_id->len) - buf;
 
     return NGX_OK;
 }
@@ -1170,7 +1180,6 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
 {
     ngx_int_t                      rc;
     redisReply                   **e, **part;
-    ngx_pool_cleanup_t            *cln;
     ngx_http_integrations_body_t   body;
 
     if (reply == NULL) {
@@ -1197,14 +1206,9 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
 
     /* the body points into the reply: keep it as long as the request */
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
+    if (ngx_integrations_redis_keep_reply(r->pool) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    cln->handler = ngx_http_integrations_free_reply;
-    cln->data = reply;
-    ngx_integrations_redis_keep_reply();
 
     ngx_memzero(&body, sizeof(ngx_http_integrations_body_t));
     body.pool = r->pool;
@@ -1883,13 +1887,6 @@ ngx_http_integrations_send_page(ngx_http_request_t *r, ngx_str_t *etag,
 #endif
 
     return ngx_integrations_json_send_chain(r, NGX_HTTP_OK, out, len);
-}
-
-
-static void
-ngx_http_integrations_free_reply(void *data)
-{
-    freeReplyObject(data);
 }
 
 

@@ -633,3 +633,34 @@ ngx_integrations_duration_parse(const unsigned char *s, size_t len,
 
     return 0;
 }
+
+
+unsigned char *
+ngx_integrations_decimal(unsigned char *dst, int64_t n)
+{
+    size_t         k;
+    uint64_t       u;
+    unsigned char  digits[20];
+
+    if (n < 0) {
+        *dst++ = '-';
+        /* -INT64_MIN does not fit an int64_t */
+        u = (uint64_t) -(n + 1) + 1;
+
+    } else {
+        u = (uint64_t) n;
+    }
+
+    k = 0;
+
+    do {
+        digits[k++] = (unsigned char) ('0' + u % 10);
+        u /= 10;
+    } while (u);
+
+    while (k) {
+        *dst++ = digits[--k];
+    }
+
+    return dst;
+}

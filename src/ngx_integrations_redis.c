@@ -23,12 +23,16 @@
 
 #include "ngx_integrations_common.h"
 #include "ngx_integrations_redis.h"
+#include "ngx_integrations_key.h"
 
 
 #define NGX_INTEGRATIONS_REDIS_OUT_SIZE      16384
 #define NGX_INTEGRATIONS_REDIS_MAX_ARGS      64
 #define NGX_INTEGRATIONS_REDIS_BACKOFF_MIN   100
 #define NGX_INTEGRATIONS_REDIS_BACKOFF_MAX   2000
+/* a key check's reply fits one block; past this many, a large reply's */
+#define NGX_INTEGRATIONS_REDIS_REPLY_POOL    4096
+#define NGX_INTEGRATIONS_REDIS_REPLY_BLOCKS  8
 
 
 typedef enum {
@@ -60,6 +64,7 @@ struct ngx_integrations_redis_s {
     ngx_peer_connection_t             peer;
     ngx_connection_t                 *c;
     redisReader                      *reader;
+    ngx_pool_t                       *reply_pool;
 
     u_char                           *out;
     size_t                            out_pos;
@@ -93,15 +98,216 @@ static ngx_int_t ngx_integrations_redis_append_cmd(
 static void ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     redisReply *reply);
 static void ngx_integrations_redis_cleanup(void *data);
+static void ngx_integrations_redis_release(ngx_integrations_redis_t *rc);
+static void *ngx_integrations_redis_create_string(const redisReadTask *task,
+    char *str, size_t len);
+#if (HIREDIS_MAJOR >= 1)
+static void *ngx_integrations_redis_create_array(const redisReadTask *task,
+    size_t elements);
+#else
+static void *ngx_integrations_redis_create_array(const redisReadTask *task,
+    int elements);
+#endif
+static void *ngx_integrations_redis_create_integer(
+    const redisReadTask *task, long long value);
+static void *ngx_integrations_redis_create_nil(const redisReadTask *task);
+static void ngx_integrations_redis_free_object(void *reply);
+static void ngx_integrations_redis_free_pool(void *data);
 
 
-static ngx_uint_t  ngx_integrations_redis_kept;
+/* RESP2 only: hiredis 1.x's RESP3 constructors stay unset */
+static redisReplyObjectFunctions  ngx_integrations_redis_reply_functions = {
+    .createString = ngx_integrations_redis_create_string,
+    .createArray = ngx_integrations_redis_create_array,
+    .createInteger = ngx_integrations_redis_create_integer,
+    .createNil = ngx_integrations_redis_create_nil,
+    .freeObject = ngx_integrations_redis_free_object
+};
+
+/* the connection whose reader runs, and the one whose reply is handled */
+static ngx_integrations_redis_t  *ngx_integrations_redis_parsing;
+static ngx_integrations_redis_t  *ngx_integrations_redis_replying;
 
 
-void
-ngx_integrations_redis_keep_reply(void)
+ngx_int_t
+ngx_integrations_redis_keep_reply(ngx_pool_t *owner)
 {
-    ngx_integrations_redis_kept = 1;
+    ngx_pool_cleanup_t        *cln;
+    ngx_integrations_redis_t  *rc;
+
+    rc = ngx_integrations_redis_replying;
+
+    if (rc == NULL || rc->reply_pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(owner, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_integrations_redis_free_pool;
+    cln->data = rc->reply_pool;
+    rc->reply_pool = NULL;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_integrations_redis_free_pool(void *data)
+{
+    ngx_destroy_pool(data);
+}
+
+
+/* the objects of the reply just handled go, unless it was kept */
+
+static void
+ngx_integrations_redis_release(ngx_integrations_redis_t *rc)
+{
+    ngx_uint_t   n;
+    ngx_pool_t  *p;
+
+    if (rc->reply_pool == NULL) {
+        return;
+    }
+
+    n = 0;
+
+    for (p = rc->reply_pool; p; p = p->d.next) {
+        n++;
+    }
+
+    /* a large reply's blocks are not held for the small ones after it */
+    if (n > NGX_INTEGRATIONS_REDIS_REPLY_BLOCKS) {
+        ngx_destroy_pool(rc->reply_pool);
+        rc->reply_pool = NULL;
+        return;
+    }
+
+    ngx_reset_pool(rc->reply_pool);
+}
+
+
+static redisReply *
+ngx_integrations_redis_reply_new(const redisReadTask *task)
+{
+    redisReply                *reply, *parent;
+    ngx_integrations_redis_t  *rc;
+
+    rc = ngx_integrations_redis_parsing;
+
+    if (rc->reply_pool == NULL) {
+        rc->reply_pool = ngx_create_pool(NGX_INTEGRATIONS_REDIS_REPLY_POOL,
+                                         rc->log);
+        if (rc->reply_pool == NULL) {
+            return NULL;
+        }
+    }
+
+    reply = ngx_pcalloc(rc->reply_pool, sizeof(redisReply));
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    reply->type = task->type;
+
+    if (task->parent) {
+        parent = task->parent->obj;
+        parent->element[task->idx] = reply;
+    }
+
+    return reply;
+}
+
+
+static void *
+ngx_integrations_redis_create_string(const redisReadTask *task, char *str,
+    size_t len)
+{
+    redisReply  *reply;
+
+    reply = ngx_integrations_redis_reply_new(task);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    /* NUL-terminated, as hiredis's own */
+    reply->str = ngx_pnalloc(ngx_integrations_redis_parsing->reply_pool,
+                             len + 1);
+    if (reply->str == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(reply->str, str, len);
+    reply->str[len] = '\0';
+    reply->len = len;
+
+    return reply;
+}
+
+
+#if (HIREDIS_MAJOR >= 1)
+static void *
+ngx_integrations_redis_create_array(const redisReadTask *task,
+    size_t elements)
+#else
+static void *
+ngx_integrations_redis_create_array(const redisReadTask *task, int elements)
+#endif
+{
+    redisReply  *reply;
+
+    reply = ngx_integrations_redis_reply_new(task);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    if (elements > 0) {
+        reply->element = ngx_pcalloc(
+                             ngx_integrations_redis_parsing->reply_pool,
+                             (size_t) elements * sizeof(redisReply *));
+        if (reply->element == NULL) {
+            return NULL;
+        }
+    }
+
+    reply->elements = elements;
+
+    return reply;
+}
+
+
+static void *
+ngx_integrations_redis_create_integer(const redisReadTask *task,
+    long long value)
+{
+    redisReply  *reply;
+
+    reply = ngx_integrations_redis_reply_new(task);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    reply->integer = value;
+
+    return reply;
+}
+
+
+static void *
+ngx_integrations_redis_create_nil(const redisReadTask *task)
+{
+    return ngx_integrations_redis_reply_new(task);
+}
+
+
+/* the pool holds it: released after the reply, or reset on reconnect */
+
+static void
+ngx_integrations_redis_free_object(void *reply)
+{
 }
 
 
@@ -345,6 +551,10 @@ ngx_integrations_redis_exit_worker(ngx_integrations_redis_conf_t *rcf)
         redisReaderFree(rc->reader);
     }
 
+    if (rc->reply_pool) {
+        ngx_destroy_pool(rc->reply_pool);
+    }
+
     ngx_free(rc->out);
     ngx_free(rc);
     rcf->conn = NULL;
@@ -406,7 +616,13 @@ ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
         redisReaderFree(rc->reader);
     }
 
-    rc->reader = redisReaderCreate();
+    /* a reply the old reader left half parsed */
+    if (rc->reply_pool && ngx_integrations_redis_replying != rc) {
+        ngx_reset_pool(rc->reply_pool);
+    }
+
+    rc->reader = redisReaderCreateWithFunctions(
+                     &ngx_integrations_redis_reply_functions);
     if (rc->reader == NULL) {
         ngx_integrations_redis_fail(rc, "out of memory");
         return;
@@ -659,20 +875,7 @@ ngx_integrations_redis_reserve(ngx_integrations_redis_t *rc, size_t len)
 static u_char *
 ngx_integrations_redis_uint(u_char *w, size_t n)
 {
-    u_char   digits[NGX_SIZE_T_LEN];
-    size_t   k;
-
-    k = 0;
-
-    do {
-        digits[k++] = (u_char) ('0' + n % 10);
-        n /= 10;
-    } while (n);
-
-    while (k) {
-        *w++ = digits[--k];
-    }
-
+    w = ngx_integrations_decimal(w, (int64_t) n);
     *w++ = CR;
     *w++ = LF;
 
@@ -1002,6 +1205,7 @@ ngx_integrations_redis_read_handler(ngx_event_t *rev)
 
         for ( ;; ) {
             reply = NULL;
+            ngx_integrations_redis_parsing = rc;
 
             if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
                 ngx_integrations_redis_fail(rc, "protocol error");
@@ -1012,7 +1216,10 @@ ngx_integrations_redis_read_handler(ngx_event_t *rev)
                 break;
             }
 
+            ngx_integrations_redis_replying = rc;
             ngx_integrations_redis_dispatch(rc, reply);
+            ngx_integrations_redis_replying = NULL;
+            ngx_integrations_redis_release(rc);
 
             if (rc->c != c) {
                 /* failed while dispatching */
@@ -1038,7 +1245,6 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     ngx_integrations_stat(redis_replies);
 
     if (ngx_queue_empty(&rc->pending)) {
-        freeReplyObject(reply);
         ngx_integrations_redis_fail(rc, "unexpected reply");
         return;
     }
@@ -1061,19 +1267,16 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
                           : p->kind == NGX_INTEGRATIONS_REDIS_SELECT
                             ? "SELECT" : "SCRIPT LOAD",
                           (size_t) reply->len, reply->str);
-            freeReplyObject(reply);
             /* keep backing off: a wrong password will not heal by itself */
             ngx_integrations_redis_fail(rc, "handshake failed");
             return;
         }
 
         rc->backoff = 0;
-        freeReplyObject(reply);
         return;
     }
 
     if (cmd == NULL) {
-        freeReplyObject(reply);
         return;
     }
 
@@ -1083,8 +1286,6 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
         && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
     {
         /* the script cache was flushed: send the source this once */
-        freeReplyObject(reply);
-
         if (ngx_integrations_redis_append_cmd(rc, cmd, 1) != NGX_OK) {
             cmd->handler(cmd->data, NULL);
             return;
@@ -1100,12 +1301,7 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     rc->backoff = 0;
 
     /* the handler may finalize the request and free cmd with it */
-    ngx_integrations_redis_kept = 0;
     cmd->handler(cmd->data, reply);
-
-    if (!ngx_integrations_redis_kept) {
-        freeReplyObject(reply);
-    }
 }
 
 

@@ -76,11 +76,11 @@ ngx_int_t ngx_integrations_redis_send(ngx_integrations_redis_conf_t *rcf,
 
 /*
  * Called by a handler to keep the reply it was given (to point buffers at
- * its strings); it then frees it with freeReplyObject(), e.g. in a request
- * pool cleanup. Otherwise the reply is freed when the handler returns.
- * (The command may be freed by its handler, so no flag lives in it.)
+ * its strings) until the owner pool is destroyed. Otherwise the reply is
+ * gone when the handler returns. Replies are not malloc'ed: never pass one
+ * to freeReplyObject().
  */
-void ngx_integrations_redis_keep_reply(void);
+ngx_int_t ngx_integrations_redis_keep_reply(ngx_pool_t *owner);
 
 /* the handler will not be called; the reply is dropped when it comes */
 void ngx_integrations_redis_cancel(ngx_integrations_redis_cmd_t *cmd);

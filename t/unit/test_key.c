@@ -72,6 +72,21 @@ rate(const char *s, uint64_t *n, uint64_t *w)
 }
 
 
+/* the digits written, and nothing past them */
+static int
+decimal(int64_t n, const char *expect)
+{
+    unsigned char  buf[32], *end;
+
+    memset(buf, 'x', sizeof(buf));
+    end = ngx_integrations_decimal(buf, n);
+
+    return (size_t) (end - buf) == strlen(expect)
+           && memcmp(buf, expect, strlen(expect)) == 0
+           && *end == 'x';
+}
+
+
 int
 main(void)
 {
@@ -201,6 +216,15 @@ main(void)
        == 0 && ms == 1500, "1500ms");
     ok(ngx_integrations_duration_parse((unsigned char *) "soon", 4, &ms) != 0,
        "soon invalid");
+
+    ok(decimal(0, "0"), "decimal 0");
+    ok(decimal(7, "7"), "decimal 7");
+    ok(decimal(10, "10"), "decimal 10");
+    ok(decimal(1000000, "1000000"), "decimal 1000000");
+    ok(decimal(-1, "-1"), "decimal -1");
+    ok(decimal(-450, "-450"), "decimal -450");
+    ok(decimal(INT64_MAX, "9223372036854775807"), "decimal INT64_MAX");
+    ok(decimal(INT64_MIN, "-9223372036854775808"), "decimal INT64_MIN");
 
     printf("1..%d\n", test_n);
 
