@@ -2,7 +2,9 @@
 # make bench: the module against the OpenResty peer (../shared/peer, when
 # present) and against a static `return 200` of a same-sized body, with
 # identical data, 1 worker then 2. Figures are only comparable inside one
-# run. Environment: DUR (10s), CONNS (50), THREADS (2), ORGS (100),
+# run. Besides req/s and latency it prints where the CPU went per events
+# request (the server's workers, Redis, idle), since on a small machine
+# wrk, nginx and Redis share the cores. Environment: DUR (10s), CONNS (50), THREADS (2), ORGS (100),
 # EVENTS (20), ATTS (200), KPO (5), WORKERS_LIST ("1 2"), REPEAT (5 runs
 # of each, interleaved; medians reported), KEEP (keep the temporary
 # directory), RSS_DUR (40s: the memory run, 0: none).
@@ -108,9 +110,47 @@ side_run() {   # side name url path keys
     read -r -a a < <(redis_stats)
     wrk_run "$@"
     read -r -a b < <(redis_stats)
-    echo "$side $((b[0] - a[0])) $(echo "${b[1]} - ${a[1]}" | bc)" \
+    echo "$side $((b[0] - a[0])) $(echo "${b[1]} - ${a[1]}" | bc) $1" \
         >> redis.txt
 }
+
+# CPU ticks of the workers of the nginx whose pid file is given
+worker_ticks() {   # pidfile
+    local t=0 p
+    for p in $(pgrep -P "$(cat "$1")"); do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+
+# a run with the server's workers' CPU and the machine's idle time
+# counted: appends "name worker_ticks idle_ticks" to cpu.txt
+measured() {   # pidfile name command...
+    local pf=$1 name=$2 w0 i0
+    shift 2
+    w0=$(worker_ticks "$pf")
+    i0=$(idle_ticks)
+    "$@"
+    echo "$name $(($(worker_ticks "$pf") - w0)) $(($(idle_ticks) - i0))" \
+        >> cpu.txt
+}
+
+# "nginx X us, Redis Y us, idle Z us" per request of the named runs
+cpu_line() {   # name requests
+    local w i r
+    read -r w i < <(awk -v n="$1" '{k = $1; for (j = 2; j < NF - 1; j++)
+        k = k " " $j} k == n {w += $(NF-1); i += $NF} END {print w + 0, i + 0}' \
+        cpu.txt) || true
+    r=$(awk -v n="$1" '{k = $4; for (j = 5; j <= NF; j++) k = k " " $j}
+        k == n {t += $3} END {print t + 0}' redis.txt)
+    printf 'nginx workers %s us, Redis %s us, idle %s us' \
+        "$(echo "scale=1; $w * 1000000 / $HZ / $2" | bc)" \
+        "$(echo "scale=1; $r * 1000000 / $2" | bc)" \
+        "$(echo "scale=1; $i * 1000000 / $HZ / $2" | bc)"
+}
+HZ=$(getconf CLK_TCK)
 
 # the median of REPEAT runs: "rps p50 p99 non2xx requests"
 summary() {   # name
@@ -162,6 +202,7 @@ REPEAT=${REPEAT:-5}
 for W in $WORKERS_LIST; do
     : > results.txt
     : > redis.txt
+    : > cpu.txt
     echo
     echo "== $W worker(s), $CONNS connections, $THREADS wrk threads, $DUR," \
          "median of $REPEAT runs, interleaved"
@@ -202,9 +243,12 @@ for W in $WORKERS_LIST; do
     S=http://127.0.0.1:$SPORT
     P=http://127.0.0.1:$PPORT
     for _ in $(seq "$REPEAT"); do
-        wrk_run "static events" "$S" /static ""
-        side_run module "module events" "$M" "$EVENTS_PATH" module-keys.txt
-        [ -z "$PEER_ON" ] ||
+        measured static-nginx.pid "static events" \
+            wrk_run "static events" "$S" /static ""
+        measured module-nginx.pid "module events" \
+            side_run module "module events" "$M" "$EVENTS_PATH" \
+            module-keys.txt
+        [ -z "$PEER_ON" ] || measured peer-nginx.pid "peer events" \
             side_run peer "peer events" "$P" "$EVENTS_PATH" peer-keys.txt
         wrk_run "static attendees" "$S" /static-attendees ""
         side_run module "module attendees" "$M" "$ATT_PATH" module-keys.txt
@@ -228,6 +272,10 @@ for W in $WORKERS_LIST; do
     echo "module / static, events:       req/s $(ratio "${me[0]}" "${se[0]}")"
     echo "module / static, attendees:    req/s $(ratio "${ma[0]}" "${sa[0]}")"
     echo "module: $(per_request $((me[4] + ma[4])) module)"
+    echo "-- CPU per request, events page ($W worker(s); $(nproc) CPUs give" \
+         "$(nproc) x 1,000,000 / req/s us in all; the rest: wrk, kernel)"
+    echo "static: $(cpu_line "static events" "${se[4]}")"
+    echo "module: $(cpu_line "module events" "${me[4]}")"
     if [ -n "$PEER_ON" ]; then
         read -r -a pe < <(summary "peer events") || true
         read -r -a pa < <(summary "peer attendees") || true
@@ -237,6 +285,8 @@ for W in $WORKERS_LIST; do
              "${pa[0]}"), p99 $(ratio "${ma[2]}" "${pa[2]}")"
         echo "static / peer, attendees p99:  $(ratio "${sa[2]}" "${pa[2]}")"
         echo "peer: $(per_request $((pe[4] + pa[4])) peer)"
+        echo "peer events CPU per request: $(cpu_line "peer events" \
+             "${pe[4]}")"
         echo "-- targets (issue 6), $W worker(s)"
         check "module / peer req/s, events" "${me[0]}" "${pe[0]}" ">=" 3
         check "module / peer req/s, attendees" "${ma[0]}" "${pa[0]}" ">=" 3
