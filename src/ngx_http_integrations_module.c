@@ -10,6 +10,7 @@
 #include "ngx_integrations_common.h"
 #include "ngx_integrations_json.h"
 #include "ngx_integrations_cache.h"
+#include "ngx_integrations_key.h"
 
 
 /* per worker: about a thousand 30 KB attendee pages, far more event pages */
@@ -469,6 +470,9 @@ static void
 ngx_http_integrations_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_integrations_main_conf_t  *imcf;
+
+    /* the OpenSSL contexts the key check kept */
+    ngx_integrations_key_hash_free();
 
     imcf = ngx_http_cycle_get_module_main_conf(cycle,
                                                ngx_http_integrations_module);

@@ -44,9 +44,14 @@ int ngx_integrations_key_parse(const unsigned char *key, size_t len,
 void ngx_integrations_key_checksum(const unsigned char *text, size_t len,
     unsigned char *out);
 
-/* lowercase hex SHA-256 of key, or HMAC-SHA-256(pepper, key); 0 on success */
+/*
+ * lowercase hex SHA-256 of key, or HMAC-SHA-256(pepper, key); 0 on success.
+ * Keeps OpenSSL contexts per process (not thread-safe): freed by
+ * ngx_integrations_key_hash_free().
+ */
 int ngx_integrations_key_hash(const unsigned char *key, size_t len,
     const unsigned char *pepper, size_t pepper_len, unsigned char *hex);
+void ngx_integrations_key_hash_free(void);
 
 /* constant-time equality of two equally long byte strings */
 int ngx_integrations_key_equal(const unsigned char *a,

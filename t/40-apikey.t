@@ -321,6 +321,39 @@ is(get('/api/x', Authorization => "Bearer $key", 'X-Api-Key' => $key)
          'the key id is logged (the public part)');
 }
 
+# -- apikey_pepper: keys stored as HMAC-SHA-256(pepper, key) -----------------
+{
+    my $n2 = $h->nginx2(<<'EOF', workers => 1);
+apikey_pepper "s3cr3t-pepper";
+integrations_redis 127.0.0.1:%%REDIS_PORT%% timeout=300ms;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location / {
+        apikey on;
+        integrations_whoami;
+    }
+}
+EOF
+    my ($pk, $pid) = make_key($h, org => 'peppered',
+                              pepper => 's3cr3t-pepper');
+    my ($plain) = make_key($h, org => 'peppered');
+    my ($other) = make_key($h, org => 'peppered', pepper => 'another');
+    my @st = map { $n2->get('/x', { 'X-Api-Key' => $pk })->{status} } 1 .. 5;
+    is_deeply(\@st, [ (200) x 5 ],
+              'pepper: a key hashed with the pepper is admitted, every time');
+    my $j = $h->json($n2->get('/x', { 'X-Api-Key' => $pk }));
+    is_deeply([ $j->{org}, $j->{keyId} ], [ 'peppered', $pid ],
+              '... as its own organization and key id');
+    is($n2->get('/x', { 'X-Api-Key' => $plain })->{status}, 401,
+       'pepper: a key stored as plain SHA-256 is refused');
+    is($n2->get('/x', { 'X-Api-Key' => $other })->{status}, 401,
+       'pepper: a key hashed with another pepper is refused');
+    is($n2->get('/x', { 'X-Api-Key' => $pk })->{status}, 200,
+       '... and the right one still admitted after refusals');
+    is(get('/api/x', 'X-Api-Key' => $pk)->{status}, 401,
+       'the same key on the nginx without a pepper: refused');
+}
+
 # -- Redis down, hung, restarted ---------------------------------------------
 {
     $h->stop_redis;

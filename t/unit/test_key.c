@@ -92,6 +92,7 @@ main(void)
 {
     int                           i;
     char                          key[128], bad[128], nets[512], hex[33];
+    unsigned char                 pep[4];
     size_t                        len;
     uint64_t                      n, w, ms;
     unsigned char                 sum[6], h[64];
@@ -152,6 +153,35 @@ main(void)
     /* echo -n abc | openssl dgst -sha256 -hmac pepper */
     ok(memcmp(h, "95ac8d48c4886bae06029b433c46c419"
                  "019bf03a65a842069d84b7755b1d08c4", 64) == 0, "HMAC-SHA-256 with a pepper");
+
+    /* the kept contexts: same pepper again, another pepper, none, freed */
+    ngx_integrations_key_hash((unsigned char *) "ik_live_xyz", 11,
+                              (unsigned char *) "pepper", 6, h);
+    ok(memcmp(h, "6dacd592c2e4ca3ce89bd2129fa385b2"
+                 "8128b0a440ea90a49d8b77484b0c2333", 64) == 0,
+       "HMAC again with the same pepper, another key");
+    memcpy(pep, "salt", 4);
+    ngx_integrations_key_hash((unsigned char *) "abc", 3, pep, 4, h);
+    ok(memcmp(h, "5031dfb5b067c1d64e70ad09acb9c542"
+                 "1c194ebb0ecff635f6eea656d1fc8e2c", 64) == 0,
+       "HMAC with another pepper");
+    memcpy(pep, "salx", 4);
+    ngx_integrations_key_hash((unsigned char *) "abc", 3, pep, 4, h);
+    ok(memcmp(h, "5031dfb5b067c1d64e70ad09acb9c542"
+                 "1c194ebb0ecff635f6eea656d1fc8e2c", 64) != 0,
+       "... a pepper changed in place is seen");
+    ngx_integrations_key_hash((unsigned char *) "ik_live_xyz", 11, NULL, 0,
+                              h);
+    ok(memcmp(h, "b563206d68bdeb338a92c38011b87e55"
+                 "a16309f6a67ec7de4d93d90b8f831ce4", 64) == 0,
+       "SHA-256 after HMAC");
+    ngx_integrations_key_hash_free();
+    ngx_integrations_key_hash((unsigned char *) "abc", 3,
+                              (unsigned char *) "pepper", 6, h);
+    ok(memcmp(h, "95ac8d48c4886bae06029b433c46c419"
+                 "019bf03a65a842069d84b7755b1d08c4", 64) == 0,
+       "HMAC after the contexts were freed");
+    ngx_integrations_key_hash_free();
 
     ok(ngx_integrations_key_equal((unsigned char *) "abcd",
                                   (unsigned char *) "abcd", 4),
