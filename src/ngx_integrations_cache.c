@@ -1,9 +1,10 @@
 /*
- * The page cache (see ngx_integrations_cache.h): a red-black tree of
- * entries keyed by a hash of the page's identity, a least recently used
- * queue, and a byte budget. Per worker, so no lock: an entry is one
- * malloc'ed block, and a page being sent holds a reference, so eviction
- * only unlinks it and the last request frees it.
+ * The page cache (see ngx_integrations_cache.h): a hash table of entries
+ * keyed by the page's identity (chained, doubled as it fills: a request
+ * looks up to three entries, and a tree's walk showed in the profile), a
+ * least recently used queue, and a byte budget. Per worker, so no lock:
+ * an entry is one malloc'ed block, and a page being sent holds a
+ * reference, so eviction only unlinks it and the last request frees it.
  */
 
 #include <ngx_config.h>
@@ -12,9 +13,13 @@
 #include "ngx_integrations_cache.h"
 
 
+#define NGX_INTEGRATIONS_CACHE_BUCKETS  256
+
+
 typedef struct {
-    ngx_rbtree_t                    tree;
-    ngx_rbtree_node_t               sentinel;
+    ngx_integrations_cache_entry_t **buckets;
+    ngx_uint_t                      nbuckets;  /* a power of 2 */
+    ngx_uint_t                      n;
     ngx_queue_t                     lru;
     size_t                          used;
     size_t                          max;
@@ -22,6 +27,10 @@ typedef struct {
 
 
 static void ngx_integrations_cache_unlink(ngx_integrations_cache_entry_t *e);
+static ngx_integrations_cache_entry_t *ngx_integrations_cache_find(
+    ngx_str_t *key, uint32_t hash);
+static void ngx_integrations_cache_insert(ngx_integrations_cache_entry_t *e);
+static void ngx_integrations_cache_grow(void);
 static void ngx_integrations_cache_release(void *data);
 static u_char *ngx_integrations_cache_copy(u_char *dst, u_char *src,
     size_t n);
@@ -35,7 +44,9 @@ ngx_integrations_cache_init(size_t max)
 {
     ngx_integrations_cache_t  *c = &ngx_integrations_cache;
 
-    ngx_rbtree_init(&c->tree, &c->sentinel, ngx_str_rbtree_insert_value);
+    c->buckets = NULL;
+    c->nbuckets = 0;
+    c->n = 0;
     ngx_queue_init(&c->lru);
     c->used = 0;
     c->max = max;
@@ -60,6 +71,12 @@ ngx_integrations_cache_done(void)
         ngx_integrations_cache_unlink(e);
     }
 
+    if (c->buckets) {
+        ngx_free(c->buckets);
+        c->buckets = NULL;
+        c->nbuckets = 0;
+    }
+
     c->max = 0;
 }
 
@@ -81,7 +98,6 @@ ngx_integrations_cache_hash(ngx_str_t *key)
 ngx_integrations_cache_entry_t *
 ngx_integrations_cache_lookup(ngx_str_t *key, uint32_t hash)
 {
-    ngx_str_node_t                  *sn;
     ngx_integrations_cache_t        *c = &ngx_integrations_cache;
     ngx_integrations_cache_entry_t  *e;
 
@@ -89,12 +105,10 @@ ngx_integrations_cache_lookup(ngx_str_t *key, uint32_t hash)
         return NULL;
     }
 
-    sn = ngx_str_rbtree_lookup(&c->tree, key, hash);
-    if (sn == NULL) {
+    e = ngx_integrations_cache_find(key, hash);
+    if (e == NULL) {
         return NULL;
     }
-
-    e = (ngx_integrations_cache_entry_t *) sn;
 
     ngx_queue_remove(&e->lru);
     ngx_queue_insert_head(&c->lru, &e->lru);
@@ -130,7 +144,6 @@ ngx_integrations_cache_store(ngx_str_t *key, uint32_t hash,
     u_char                          *p;
     ngx_chain_t                     *cl;
     ngx_queue_t                     *q;
-    ngx_str_node_t                  *sn;
     ngx_integrations_cache_t        *c = &ngx_integrations_cache;
     ngx_integrations_cache_entry_t  *e;
 
@@ -160,9 +173,9 @@ ngx_integrations_cache_store(ngx_str_t *key, uint32_t hash,
         return NGX_DECLINED;
     }
 
-    sn = ngx_str_rbtree_lookup(&c->tree, key, hash);
-    if (sn) {
-        ngx_integrations_cache_unlink((ngx_integrations_cache_entry_t *) sn);
+    e = ngx_integrations_cache_find(key, hash);
+    if (e) {
+        ngx_integrations_cache_unlink(e);
     }
 
     while (c->used + size > c->max && !ngx_queue_empty(&c->lru)) {
@@ -179,8 +192,8 @@ ngx_integrations_cache_store(ngx_str_t *key, uint32_t hash,
     ngx_memzero(e, sizeof(ngx_integrations_cache_entry_t));
     p = (u_char *) (e + 1);
 
-    e->sn.str.data = p;
-    e->sn.str.len = key->len;
+    e->key.data = p;
+    e->key.len = key->len;
     p = ngx_integrations_cache_copy(p, key->data, key->len);
 
     e->version.data = p;
@@ -200,9 +213,9 @@ ngx_integrations_cache_store(ngx_str_t *key, uint32_t hash,
     }
 
     e->size = size;
-    e->sn.node.key = hash;
+    e->hash = hash;
 
-    ngx_rbtree_insert(&c->tree, &e->sn.node);
+    ngx_integrations_cache_insert(e);
     ngx_queue_insert_head(&c->lru, &e->lru);
     c->used += size;
 
@@ -219,14 +232,108 @@ ngx_integrations_cache_copy(u_char *dst, u_char *src, size_t n)
 }
 
 
-/* out of the tree and the budget; freed now unless a request sends it */
+static ngx_integrations_cache_entry_t *
+ngx_integrations_cache_find(ngx_str_t *key, uint32_t hash)
+{
+    ngx_integrations_cache_t        *c = &ngx_integrations_cache;
+    ngx_integrations_cache_entry_t  *e;
+
+    if (c->buckets == NULL) {
+        return NULL;
+    }
+
+    for (e = c->buckets[hash & (c->nbuckets - 1)]; e; e = e->next) {
+        if (e->hash == hash && e->key.len == key->len
+            && ngx_memcmp(e->key.data, key->data, key->len) == 0)
+        {
+            return e;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_integrations_cache_insert(ngx_integrations_cache_entry_t *e)
+{
+    ngx_uint_t                 i;
+    ngx_integrations_cache_t  *c = &ngx_integrations_cache;
+
+    if (c->n >= c->nbuckets) {
+        ngx_integrations_cache_grow();
+    }
+
+    /* out of memory for the first table: in the LRU only, never found */
+    if (c->buckets == NULL) {
+        e->next = NULL;
+        return;
+    }
+
+    i = e->hash & (c->nbuckets - 1);
+    e->next = c->buckets[i];
+    c->buckets[i] = e;
+    c->n++;
+}
+
+
+/* twice the buckets; on failure the chains just get longer */
+
+static void
+ngx_integrations_cache_grow(void)
+{
+    ngx_uint_t                        i, j, n;
+    ngx_integrations_cache_t         *c = &ngx_integrations_cache;
+    ngx_integrations_cache_entry_t  **b, *e, *next;
+
+    n = c->nbuckets ? c->nbuckets * 2 : NGX_INTEGRATIONS_CACHE_BUCKETS;
+
+    b = ngx_alloc(n * sizeof(ngx_integrations_cache_entry_t *),
+                  ngx_cycle->log);
+    if (b == NULL) {
+        return;
+    }
+
+    ngx_memzero(b, n * sizeof(ngx_integrations_cache_entry_t *));
+
+    for (i = 0; i < c->nbuckets; i++) {
+        for (e = c->buckets[i]; e; e = next) {
+            next = e->next;
+            j = e->hash & (n - 1);
+            e->next = b[j];
+            b[j] = e;
+        }
+    }
+
+    if (c->buckets) {
+        ngx_free(c->buckets);
+    }
+
+    c->buckets = b;
+    c->nbuckets = n;
+}
+
+
+/* out of the table and the budget; freed now unless a request sends it */
 
 static void
 ngx_integrations_cache_unlink(ngx_integrations_cache_entry_t *e)
 {
-    ngx_integrations_cache_t  *c = &ngx_integrations_cache;
+    ngx_integrations_cache_t         *c = &ngx_integrations_cache;
+    ngx_integrations_cache_entry_t  **pe;
 
-    ngx_rbtree_delete(&c->tree, &e->sn.node);
+    if (c->buckets) {
+        for (pe = &c->buckets[e->hash & (c->nbuckets - 1)]; *pe;
+             pe = &(*pe)->next)
+        {
+            if (*pe == e) {
+                *pe = e->next;
+                c->n--;
+                break;
+            }
+        }
+    }
+
     ngx_queue_remove(&e->lru);
     c->used -= e->size;
 

@@ -14,8 +14,13 @@
 #include <ngx_http.h>
 
 
-typedef struct {
-    ngx_str_node_t                  sn;       /* sn.str: the cache key */
+typedef struct ngx_integrations_cache_entry_s
+    ngx_integrations_cache_entry_t;
+
+struct ngx_integrations_cache_entry_s {
+    ngx_integrations_cache_entry_t *next;     /* in its hash bucket */
+    ngx_str_t                       key;
+    uint32_t                        hash;
     ngx_queue_t                     lru;
     ngx_str_t                       version;
     ngx_str_t                       etag;
@@ -23,8 +28,8 @@ typedef struct {
     size_t                          len;
     size_t                          size;     /* bytes held, all told */
     ngx_uint_t                      refs;     /* requests sending it */
-    unsigned                        dead:1;   /* out of the tree */
-} ngx_integrations_cache_entry_t;
+    unsigned                        dead:1;   /* out of the table */
+};
 
 
 /* max == 0: no cache in this worker */

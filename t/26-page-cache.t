@@ -218,6 +218,29 @@ is($h->json($h->get('/v2/integrations/events',
                     { 'X-Api-Key' => $rkey }))->{items}[0]{title},
    'Second', 'the new data, not the page cached before the delete');
 
+# hundreds of pages (the table grows past its first 256 buckets): each
+# found again after the growth, each answer the same as when fetched
+{
+    my (%first, $same);
+    my ($c0, $f0) = pages();
+    for my $p (1 .. 300) {
+        $first{$p} = $h->get("/v2/integrations/events?page=$p&page_size=1",
+                             \%hd)->{content};
+    }
+    my ($c1, $f1) = pages();
+    is($f1 - $f0, 300, '300 distinct pages: each fetched once');
+    $same = grep {
+        $h->get("/v2/integrations/events?page=$_&page_size=1", \%hd)
+          ->{content} eq $first{$_}
+    } 1 .. 300;
+    my ($c2, $f2) = pages();
+    is($c2 - $c1, 300, '... then each served from the cache');
+    is($f2, $f1, '... with no fetch');
+    is($same, 300, '... and the same bytes');
+    like($first{1}, qr/"page":1,/, '... (page 1 is page 1)');
+    like($first{300}, qr/"page":300,/, '... (page 300 is page 300)');
+}
+
 # Redis gone: 503, never an unconfirmed page
 import_ok('acme', event(slug => 'again', id => 2));
 $h->get('/v2/integrations/events', \%hd) for 1 .. 2;
