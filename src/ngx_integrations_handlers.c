@@ -872,7 +872,7 @@ ngx_http_integrations_cache_key(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    /* built by hand: formatted per request, ngx_sprintf cost 3k insns */
+    /* by hand: per request, ngx_sprintf took 3k instructions here */
     ctx->cache_key.data = p;
     p = ngx_integrations_decimal(p, (int64_t) ctx->handler);
     *p++ = ' ';

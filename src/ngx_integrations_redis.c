@@ -30,7 +30,10 @@
 #define NGX_INTEGRATIONS_REDIS_MAX_ARGS      64
 #define NGX_INTEGRATIONS_REDIS_BACKOFF_MIN   100
 #define NGX_INTEGRATIONS_REDIS_BACKOFF_MAX   2000
-/* a key check's reply fits one block; past this many, a large reply's */
+/*
+ * Reply pools: a key check's reply fits the first block; a pool that a
+ * large reply grew past this many blocks is freed rather than kept.
+ */
 #define NGX_INTEGRATIONS_REDIS_REPLY_POOL    4096
 #define NGX_INTEGRATIONS_REDIS_REPLY_BLOCKS  8
 
@@ -99,6 +102,8 @@ static void ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     redisReply *reply);
 static void ngx_integrations_redis_cleanup(void *data);
 static void ngx_integrations_redis_release(ngx_integrations_redis_t *rc);
+static redisReply *ngx_integrations_redis_reply_new(
+    const redisReadTask *task);
 static void *ngx_integrations_redis_create_string(const redisReadTask *task,
     char *str, size_t len);
 #if (HIREDIS_MAJOR >= 1)
