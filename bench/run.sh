@@ -144,11 +144,12 @@ cpu_line() {   # name requests
         k = k " " $j} k == n {w += $(NF-1); i += $NF} END {print w + 0, i + 0}' \
         cpu.txt) || true
     r=$(awk -v n="$1" '{k = $4; for (j = 5; j <= NF; j++) k = k " " $j}
-        k == n {t += $3} END {print t + 0}' redis.txt)
-    printf 'nginx workers %s us, Redis %s us, idle %s us' \
-        "$(echo "scale=1; $w * 1000000 / $HZ / $2" | bc)" \
-        "$(echo "scale=1; $r * 1000000 / $2" | bc)" \
-        "$(echo "scale=1; $i * 1000000 / $HZ / $2" | bc)"
+        k == n {t += $3; c++} END {if (c) print t + 0}' redis.txt)
+    printf 'nginx workers %s us, ' \
+        "$(echo "scale=1; $w * 1000000 / $HZ / $2" | bc)"
+    [ -z "$r" ] || printf 'Redis %s us, ' \
+        "$(echo "scale=1; $r * 1000000 / $2" | bc)"
+    printf 'idle %s us' "$(echo "scale=1; $i * 1000000 / $HZ / $2" | bc)"
 }
 HZ=$(getconf CLK_TCK)
 
