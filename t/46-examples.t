@@ -9,7 +9,8 @@ use Harness;
 
 my $root = Harness->root;
 my $build = $ENV{INTEGRATIONS_BUILD} // 'build';
-my $module = "$root/$build/ngx_http_integrations_module.so";
+$build = "$root/$build" unless $build =~ m{^/};   # as t/lib/Harness.pm
+my $module = "$build/ngx_http_integrations_module.so";
 my @confs = sort glob "$root/conf-examples/*.conf";
 ok(scalar(@confs) >= 2, 'examples exist');
 
