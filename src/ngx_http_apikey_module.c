@@ -130,9 +130,6 @@ typedef struct {
 static ngx_int_t ngx_http_apikey_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_apikey_finish(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
-static ngx_int_t ngx_http_apikey_key_names(ngx_pool_t *pool,
-    ngx_integrations_redis_conf_t *rcf, ngx_str_t *id, ngx_str_t *bucket,
-    ngx_str_t *names);
 static void ngx_http_apikey_reply(void *data, redisReply *reply);
 static ngx_http_apikey_ctx_t *ngx_http_apikey_get_ctx(ngx_http_request_t *r);
 static void ngx_http_apikey_ctx_marker(void *data);
@@ -413,7 +410,7 @@ static ngx_int_t
 ngx_http_apikey_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
-    ngx_str_t                     key, *args;
+    ngx_str_t                     key, part[4], *args;
     ngx_http_apikey_ctx_t        *ctx;
     ngx_integrations_key_parts_t  parts;
     ngx_http_apikey_loc_conf_t   *alcf;
@@ -495,8 +492,29 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_apikey_key_names(r->pool, amcf->redis, &ctx->identity.id,
-                                  &alcf->bucket, args)
+    /* P{k:<id>}, P{k:<id>}:log:<bucket>, P{k:<id>}:rl:<bucket> */
+    ngx_str_set(&part[0], "{k:");
+    part[1] = ctx->identity.id;
+    ngx_str_set(&part[2], "}");
+
+    if (ngx_integrations_redis_key(r->pool, amcf->redis, &args[0], part, 3)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_set(&part[2], "}:log:");
+    part[3] = alcf->bucket;
+
+    if (ngx_integrations_redis_key(r->pool, amcf->redis, &args[1], part, 4)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_str_set(&part[2], "}:rl:");
+
+    if (ngx_integrations_redis_key(r->pool, amcf->redis, &args[2], part, 4)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -535,55 +553,6 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
                                                        &ctx->identity.id);
 
     return NGX_AGAIN;
-}
-
-
-/*
- * P{k:<id>}, P{k:<id>}:log:<bucket>, P{k:<id>}:rl:<bucket>: one block,
- * copied by hand (ngx_sprintf's format parsing showed in the profile).
- */
-
-static ngx_int_t
-ngx_http_apikey_key_names(ngx_pool_t *pool,
-    ngx_integrations_redis_conf_t *rcf, ngx_str_t *id, ngx_str_t *bucket,
-    ngx_str_t *names)
-{
-    u_char      *p;
-    size_t       len;
-    ngx_uint_t   i;
-
-    len = rcf->prefix.len + sizeof("{k:}") - 1 + id->len;
-
-    p = ngx_pnalloc(pool, 3 * len + sizeof(":log::rl:") - 1
-                          + 2 * bucket->len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < 3; i++) {
-        names[i].data = p;
-
-        if (rcf->prefix.len) {
-            p = ngx_cpymem(p, rcf->prefix.data, rcf->prefix.len);
-        }
-
-        p = ngx_cpymem(p, "{k:", sizeof("{k:") - 1);
-        p = ngx_cpymem(p, id->data, id->len);
-        *p++ = '}';
-
-        if (i == 1) {
-            p = ngx_cpymem(p, ":log:", sizeof(":log:") - 1);
-            p = ngx_cpymem(p, bucket->data, bucket->len);
-
-        } else if (i == 2) {
-            p = ngx_cpymem(p, ":rl:", sizeof(":rl:") - 1);
-            p = ngx_cpymem(p, bucket->data, bucket->len);
-        }
-
-        names[i].len = p - names[i].data;
-    }
-
-    return NGX_OK;
 }
 
 

@@ -184,6 +184,14 @@ ngx_integrations_cache_store(ngx_str_t *key, uint32_t hash,
         ngx_integrations_cache_unlink(e);
     }
 
+    if (c->n >= c->nbuckets) {
+        ngx_integrations_cache_grow();
+
+        if (c->buckets == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     e = ngx_alloc(size, ngx_cycle->log);
     if (e == NULL) {
         return NGX_ERROR;
@@ -260,16 +268,6 @@ ngx_integrations_cache_insert(ngx_integrations_cache_entry_t *e)
     ngx_uint_t                 i;
     ngx_integrations_cache_t  *c = &ngx_integrations_cache;
 
-    if (c->n >= c->nbuckets) {
-        ngx_integrations_cache_grow();
-    }
-
-    /* out of memory for the first table: in the LRU only, never found */
-    if (c->buckets == NULL) {
-        e->next = NULL;
-        return;
-    }
-
     i = e->hash & (c->nbuckets - 1);
     e->next = c->buckets[i];
     c->buckets[i] = e;
@@ -277,7 +275,7 @@ ngx_integrations_cache_insert(ngx_integrations_cache_entry_t *e)
 }
 
 
-/* twice the buckets; on failure the chains just get longer */
+/* twice the buckets (the first 256); on failure the chains get longer */
 
 static void
 ngx_integrations_cache_grow(void)
@@ -322,17 +320,13 @@ ngx_integrations_cache_unlink(ngx_integrations_cache_entry_t *e)
     ngx_integrations_cache_t         *c = &ngx_integrations_cache;
     ngx_integrations_cache_entry_t  **pe;
 
-    if (c->buckets) {
-        for (pe = &c->buckets[e->hash & (c->nbuckets - 1)]; *pe;
-             pe = &(*pe)->next)
-        {
-            if (*pe == e) {
-                *pe = e->next;
-                c->n--;
-                break;
-            }
-        }
-    }
+    /* every entry is in the table: store makes room before linking one */
+    for (pe = &c->buckets[e->hash & (c->nbuckets - 1)]; *pe != e;
+         pe = &(*pe)->next)
+    { /* void */ }
+
+    *pe = e->next;
+    c->n--;
 
     ngx_queue_remove(&e->lru);
     c->used -= e->size;

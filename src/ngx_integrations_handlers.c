@@ -517,7 +517,7 @@ ngx_http_integrations_start(ngx_http_request_t *r,
     u_char                                 *p;
     int64_t                                 from, to, start;
     ngx_int_t                               rc;
-    ngx_str_t                              *a, ev, env, *v;
+    ngx_str_t                              *a, ev, env, part[4], *v;
     ngx_uint_t                              params, def, max, i;
     ngx_http_integrations_ctx_t            *ctx;
     ngx_http_integrations_query_t          *q;
@@ -546,10 +546,12 @@ ngx_http_integrations_start(ngx_http_request_t *r,
         ngx_str_set(&env, "live");
     }
 
-    if (ngx_integrations_redis_key(r->pool, rcf, &a[0], "{o:%V}:%V",
-                                   &id->org, &env)
-        != NGX_OK)
-    {
+    ngx_str_set(&part[0], "{o:");
+    part[1] = id->org;
+    ngx_str_set(&part[2], "}:");
+    part[3] = env;
+
+    if (ngx_integrations_redis_key(r->pool, rcf, &a[0], part, 4) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

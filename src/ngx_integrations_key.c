@@ -147,6 +147,10 @@ static size_t          ngx_integrations_mac_key_len;
 #endif
 static EVP_MD_CTX     *ngx_integrations_md_ctx;
 
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+static void ngx_integrations_mac_free(void);
+#endif
+
 
 static const EVP_MD *
 ngx_integrations_sha256(void)
@@ -186,7 +190,7 @@ ngx_integrations_hmac(const unsigned char *pepper, size_t pepper_len,
         }
 
     } else {
-        ngx_integrations_key_hash_free();
+        ngx_integrations_mac_free();
 
         mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
         if (mac == NULL) {
@@ -237,10 +241,10 @@ ngx_integrations_hmac(const unsigned char *pepper, size_t pepper_len,
 }
 
 
-void
-ngx_integrations_key_hash_free(void)
-{
 #if OPENSSL_VERSION_NUMBER >= 0x30000000L
+static void
+ngx_integrations_mac_free(void)
+{
     EVP_MAC_CTX_free(ngx_integrations_mac_ctx);
     ngx_integrations_mac_ctx = NULL;
 
@@ -252,6 +256,15 @@ ngx_integrations_key_hash_free(void)
     }
 
     ngx_integrations_mac_key_len = 0;
+}
+#endif
+
+
+void
+ngx_integrations_key_hash_free(void)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    ngx_integrations_mac_free();
 
     EVP_MD_free(ngx_integrations_md);
     ngx_integrations_md = NULL;

@@ -621,8 +621,11 @@ ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
         redisReaderFree(rc->reader);
     }
 
-    /* a reply the old reader left half parsed */
-    if (rc->reply_pool && ngx_integrations_redis_replying != rc) {
+    /*
+     * A reply the old reader left half parsed. No reply is being handled:
+     * connecting happens at worker start or on the reconnect timer.
+     */
+    if (rc->reply_pool) {
         ngx_reset_pool(rc->reply_pool);
     }
 
@@ -966,7 +969,7 @@ ngx_integrations_redis_append_cmd(ngx_integrations_redis_t *rc,
     ngx_integrations_redis_cmd_t *cmd, ngx_uint_t eval)
 {
     int          argc;
-    u_char       nkeys[NGX_INT_T_LEN];
+    u_char       nkeys[NGX_INT64_LEN];
     size_t       argvlen[NGX_INTEGRATIONS_REDIS_MAX_ARGS + 3];
     ngx_uint_t   i;
     const char  *argv[NGX_INTEGRATIONS_REDIS_MAX_ARGS + 3];
@@ -992,7 +995,8 @@ ngx_integrations_redis_append_cmd(ngx_integrations_redis_t *rc,
         }
 
         argv[2] = (const char *) nkeys;
-        argvlen[2] = ngx_sprintf(nkeys, "%ui", cmd->nkeys) - nkeys;
+        argvlen[2] = ngx_integrations_decimal(nkeys, (int64_t) cmd->nkeys)
+                     - nkeys;
         argc = 3;
     }
 
@@ -1312,28 +1316,36 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
 
 ngx_int_t
 ngx_integrations_redis_key(ngx_pool_t *pool,
-    ngx_integrations_redis_conf_t *rcf, ngx_str_t *out, const char *fmt, ...)
+    ngx_integrations_redis_conf_t *rcf, ngx_str_t *out, ngx_str_t *parts,
+    ngx_uint_t n)
 {
-    u_char   *p, buf[1024];
-    va_list   args;
+    u_char      *p;
+    size_t       len;
+    ngx_uint_t   i;
 
-    va_start(args, fmt);
-    p = ngx_vslprintf(buf, buf + sizeof(buf), fmt, args);
-    va_end(args);
+    len = rcf->prefix.len;
 
-    out->len = rcf->prefix.len + (p - buf);
-    out->data = ngx_pnalloc(pool, out->len);
-    if (out->data == NULL) {
+    for (i = 0; i < n; i++) {
+        len += parts[i].len;
+    }
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
-    p = out->data;
+    out->data = p;
+    out->len = len;
 
     if (rcf->prefix.len) {
         p = ngx_cpymem(p, rcf->prefix.data, rcf->prefix.len);
     }
 
-    ngx_memcpy(p, buf, out->len - rcf->prefix.len);
+    for (i = 0; i < n; i++) {
+        if (parts[i].len) {
+            p = ngx_cpymem(p, parts[i].data, parts[i].len);
+        }
+    }
 
     return NGX_OK;
 }

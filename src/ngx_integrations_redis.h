@@ -89,10 +89,13 @@ void ngx_integrations_redis_cancel(ngx_integrations_redis_cmd_t *cmd);
 ngx_int_t ngx_integrations_redis_send_r(ngx_http_request_t *r,
     ngx_integrations_redis_conf_t *rcf, ngx_integrations_redis_cmd_t *cmd);
 
-/* "P{tag}suffix" style key names in the request pool */
+/*
+ * A key name in the pool: the configured prefix, then the n parts
+ * ("{k:", id, "}" ...). Concatenated, not formatted: it runs per request.
+ */
 ngx_int_t ngx_integrations_redis_key(ngx_pool_t *pool,
-    ngx_integrations_redis_conf_t *rcf, ngx_str_t *out, const char *fmt,
-    ...);
+    ngx_integrations_redis_conf_t *rcf, ngx_str_t *out, ngx_str_t *parts,
+    ngx_uint_t n);
 
 
 #endif /* _NGX_INTEGRATIONS_REDIS_H_INCLUDED_ */
