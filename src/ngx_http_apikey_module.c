@@ -182,6 +182,9 @@ static ngx_int_t ngx_http_apikey_init(ngx_conf_t *cf);
  * still in it is found by galloping then bisecting with LINDEX, so a long
  * log that aged out at once costs O(log n) calls, not one per entry. A
  * refusal pushes and pops back in the same script: nothing is spent.
+ * tonumber() is a strtod() inside Redis (as dear as a small command), so
+ * default fields ("0", "") are told apart as strings and each log entry
+ * is converted once.
  */
 static const char  ngx_http_apikey_script[] =
 "local r = redis.call('HMGET', KEYS[1], 'hash', 'org', 'name', 'scopes',\n"
@@ -191,7 +194,8 @@ static const char  ngx_http_apikey_script[] =
 "local t = redis.call('TIME')\n"
 "local ts = t[1] .. string.sub('00000' .. t[2], -6, -4)\n"
 "local now = tonumber(ts)\n"
-"local exp = tonumber(r[6]) or 0\n"
+"local exp = 0\n"
+"if r[6] and r[6] ~= '0' and r[6] ~= '' then exp = tonumber(r[6]) or 0 end\n"
 "local function res(code, limit, rem, reset, retry)\n"
 "  return {code, r[1], r[2] or '', r[3] or '', r[4] or '', r[9] or 'live',\n"
 "    exp, limit or 0, rem or 0, reset or 0, retry or 0}\n"
@@ -227,16 +231,20 @@ static const char  ngx_http_apikey_script[] =
 "end\n"
 "local limit = tonumber(ARGV[3])\n"
 "if limit == 0 then return res(7) end\n"
-"local own = tonumber(r[8])\n"
-"if own and own > 0 then limit = own end\n"
+"if r[8] and r[8] ~= '' then\n"
+"  local own = tonumber(r[8])\n"
+"  if own and own > 0 then limit = own end\n"
+"end\n"
 "local win = tonumber(ARGV[4])\n"
 "local k, old, first = KEYS[2], now - win, nil\n"
 "local h = redis.call('LRANGE', k, '0', '1')\n"
 "local j = 0\n"
-"while j < #h and tonumber(h[j + 1]) <= old do j = j + 1 end\n"
-"if j < #h then\n"
-"  first = tonumber(h[j + 1])\n"
-"elseif j == 2 then\n"
+"while j < #h do\n"
+"  local v = tonumber(h[j + 1])\n"
+"  if v > old then first = v break end\n"
+"  j = j + 1\n"
+"end\n"
+"if not first and j == 2 then\n"
 "  local lo, hi = 1, 2\n"
 "  local v = redis.call('LINDEX', k, hi)\n"
 "  while v and tonumber(v) <= old do\n"
