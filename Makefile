@@ -14,7 +14,7 @@ SRCS       = $(wildcard src/*.c src/*.h) config
 CLI_SRCS   = $(wildcard src/cli/*.c src/cli/*.h) src/ngx_integrations_key.c \
 	         src/ngx_integrations_key.h
 
-.PHONY: all deps module cli run stop test test-asan unit bench lint clean
+.PHONY: all deps module cli run stop test test-asan unit bench script-cost lint clean
 
 all: deps module cli
 
@@ -68,6 +68,11 @@ test-asan: deps
 bench: all
 	@scripts/deps.sh bench
 	@bench/run.sh
+
+# Redis instructions per key check (callgrind): weighs a script change
+script-cost: all
+	@scripts/deps.sh script-cost
+	@bench/script_cost.sh
 
 lint:
 	@scripts/deps.sh lint

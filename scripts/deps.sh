@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build, tests and demo need, if missing.
-# Usage: scripts/deps.sh [bench|lint]   (bench: the OpenResty peer's
-# packages; lint: cppcheck)
+# Usage: scripts/deps.sh [bench|lint|script-cost]   (bench: the OpenResty
+# peer's packages; lint: cppcheck; script-cost: valgrind)
 set -euo pipefail
 pkgs="gcc make nginx nginx-dev libhiredis-dev libjansson-dev libpcre2-dev
       libssl-dev zlib1g-dev redis-server perl curl"
 if [ "${1:-}" = lint ]; then
     pkgs="$pkgs cppcheck"
+fi
+if [ "${1:-}" = script-cost ]; then
+    pkgs="$pkgs valgrind python3"
 fi
 if [ "${1:-}" = bench ]; then
     pkgs="$pkgs wrk bc python3 libnginx-mod-http-lua lua-nginx-redis
