@@ -4,10 +4,11 @@
 # identical data, 1 worker then 2. Figures are only comparable inside one
 # run. Besides req/s and latency it prints where the CPU went per events
 # request (the server's workers, Redis, idle), since on a small machine
-# wrk, nginx and Redis share the cores. Environment: DUR (10s), CONNS (50), THREADS (2), ORGS (100),
-# EVENTS (20), ATTS (200), KPO (5), WORKERS_LIST ("1 2"), REPEAT (5 runs
-# of each, interleaved; medians reported), KEEP (keep the temporary
-# directory), RSS_DUR (40s: the memory run, 0: none).
+# wrk, nginx and Redis share the cores. Environment: DUR (10s), CONNS
+# (50), THREADS (2), ORGS (100), EVENTS (20), ATTS (200), KPO (5),
+# WORKERS_LIST ("1 2"), REPEAT (5 runs of each, interleaved; medians
+# reported), KEEP (keep the temporary directory), RSS_DUR (40s: the memory
+# run, 0: none).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER:-$ROOT/../shared/peer}

@@ -90,14 +90,14 @@ int ngx_integrations_scope_has(const unsigned char *list, size_t list_len,
  * "60r/m", "5r/s", "100r/h", "5r/2s": count and window in ms.
  * 0 on success, -1 if malformed.
  */
+int ngx_integrations_rate_parse(const unsigned char *s, size_t len,
+    uint64_t *count, uint64_t *window_ms);
+
 /*
  * Writes n in decimal, returns the end (at most 20 bytes): what a request
  * formats on the hot path, without ngx_sprintf's format parsing.
  */
 unsigned char *ngx_integrations_decimal(unsigned char *dst, int64_t n);
-
-int ngx_integrations_rate_parse(const unsigned char *s, size_t len,
-    uint64_t *count, uint64_t *window_ms);
 
 /* "30s", "5m", "24h", "7d", "1500ms" to ms; 0 on success */
 int ngx_integrations_duration_parse(const unsigned char *s, size_t len,
