@@ -4,8 +4,8 @@
  *
  * Each data request costs one Redis round trip: one script per endpoint
  * resolves the event (slug or id), applies the filters and the page, and
- * returns the stored, pre-serialised JSON (only a search through a large
- * event takes more: it runs in bounded slices). Nothing is re-encoded: the
+ * returns the stored, pre-serialised JSON (only a scan of a large event
+ * takes more: it runs in bounded slices). Nothing is re-encoded: the
  * body is a buffer chain over the kept reply's strings, with a page's
  * items joined into one buffer. The ETag is a 64-bit hash of the chain;
  * If-None-Match is answered by nginx's not_modified filter (304).
@@ -79,6 +79,9 @@
 /* "k " and a key id, the page cache's name of a key's data set */
 #define NGX_HTTP_INTEGRATIONS_KEY_NAME         (2 + 64)
 
+/* a createdTime as Redis writes a score ("%.17g") */
+#define NGX_HTTP_INTEGRATIONS_SCORE_LEN        32
+
 /* script arguments: KEYS[1] + ARGV */
 #define NGX_HTTP_INTEGRATIONS_NARGS            11
 
@@ -98,6 +101,13 @@ typedef struct {
     ngx_str_t                           field;
     const char                         *message;
 } ngx_http_integrations_error_t;
+
+
+/* a match of a collect: its createdTime and its member (kept reply) */
+typedef struct {
+    double                              score;
+    redisReply                         *member;
+} ngx_http_integrations_pair_t;
 
 
 /* the query of a list request, validated */
@@ -135,7 +145,13 @@ typedef struct {
     long long                           skip;
     long long                           need;
     ngx_uint_t                          slices;
+
+    /* a collect: the matches so far, then the page's HMGET */
+    ngx_array_t                         pairs;
+    ngx_integrations_redis_cmd_t        items_cmd;
+
     unsigned                            more:1;
+    unsigned                            fetching:1;
     unsigned                            revalidating:1;
 } ngx_http_integrations_ctx_t;
 
@@ -191,6 +207,14 @@ static ngx_int_t ngx_http_integrations_send_page(ngx_http_request_t *r,
 static ngx_int_t ngx_http_integrations_respond(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_integrations_slice(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_integrations_collect(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_integrations_fetch_page(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *ai);
+static int ngx_libc_cdecl ngx_http_integrations_pair_cmp(const void *one,
+    const void *two);
+static ngx_int_t ngx_http_integrations_items_page(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_integrations_list(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body);
@@ -335,25 +359,30 @@ static const char  ngx_http_integrations_event_script[] =
  * Attendees of one event.
  * KEYS[1]: D. ARGV: event slug or id, start, size, search (lowercase or
  * ""), category id (or ""), scanned ("1", "0" or ""), promo (same),
- * updated_since (or ""), then for a continued scan: the rank to continue
- * from and the driver (else "", "").
+ * updated_since (or ""), then for a continued call: the rank to continue
+ * from and the driver, -1 for a collect (else "", "").
  * Returns {0} (no such event), {1, total, eventFields, categoryFields,
- * {items}}, or for a slice of a scan {2, matches in the slice,
+ * {items}}, for a slice of a walk {2, matches in the slice,
  * eventFields, categoryFields, {items}, next rank (-1: done), driver,
- * exact total (-1: count the matches), items in the slice}.
+ * exact total (-1: count the matches), items in the slice}, or for a
+ * slice of a collect {3, eventFields, categoryFields, {member,
+ * createdTime, ...}, next rank (-1: done), the key of E:ai}.
  *
  * Items come back as an array, not joined: a large Lua string costs Redis
  * (the shared resource) far more than the elements of an array reply.
  *
  * One index filter alone is answered from its sorted set by rank (ZCARD +
  * ZRANGE): nothing else of the event is read. Several filters walk the
- * smallest candidate set in order and test the others (ZSCORE, and E:as
- * for search); updated_since alone either sorts its (small) match set by
- * createdTime or walks E:att until the page is full, whichever is cheaper
- * (matching every attendee, it is no filter: pages by rank).
- * A search reads E:as for every candidate: it scans the event. A walk
- * stops after 50000 candidates and is continued by another call, so that
- * Redis is never held for long by one request.
+ * smallest candidate set in order and test the others (ZMSCORE and, for
+ * a search, HMGET of E:as, a chunk of 1000 candidates at a time).
+ * updated_since alone walks E:att until the page is full, unless its
+ * match set is small: up to 1000 matches are sorted by createdTime here;
+ * up to 50000 are collected with their createdTime, in slices, and nginx
+ * sorts them and fetches the page (a sort of 50000 in Lua held Redis for
+ * 90 ms). A search reads E:as for every candidate: it scans the event.
+ * A walk or a collect stops after 10000 candidates or 5 ms, whichever
+ * comes first, and is continued by another call, so that Redis is never
+ * held for long by one request.
  */
 static const char  ngx_http_integrations_attendees_script[] =
 "local D, ref = KEYS[1], ARGV[1]\n"
@@ -384,6 +413,34 @@ static const char  ngx_http_integrations_attendees_script[] =
 "  local page = redis.call('ZRANGE', z, start, start + size - 1)\n"
 "  return {1, redis.call('ZCARD', z), ef, cf, items(page)}\n"
 "end\n"
+"local function pass(ms, list)\n"
+"  for i = 1, #list do\n"
+"    if #ms == 0 then return ms end\n"
+"    local sc, keep = redis.call('ZMSCORE', list[i], unpack(ms)), {}\n"
+"    for j = 1, #ms do\n"
+"      if sc[j] then keep[#keep + 1] = ms[j] end\n"
+"    end\n"
+"    ms = keep\n"
+"  end\n"
+"  if search ~= '' and #ms > 0 then\n"
+"    local sv, keep = redis.call('HMGET', as, unpack(ms)), {}\n"
+"    for j = 1, #ms do\n"
+"      if sv[j] and string.find(sv[j], search, 1, true) then\n"
+"        keep[#keep + 1] = ms[j]\n"
+"      end\n"
+"    end\n"
+"    ms = keep\n"
+"  end\n"
+"  return ms\n"
+"end\n"
+"local function ms_now()\n"
+"  local t = redis.call('TIME')\n"
+"  return t[1] * 1000 + math.floor(t[2] / 1000)\n"
+"end\n"
+"local t0 = ms_now()\n"
+"local function spent(walked)\n"
+"  return walked >= 10000 or ms_now() - t0 >= 5\n"
+"end\n"
 "local drv, di, n = att, 0, 0\n"
 "if cont then\n"
 "  di = tonumber(ARGV[10])\n"
@@ -398,15 +455,6 @@ static const char  ngx_http_integrations_attendees_script[] =
 "local others = {}\n"
 "for i = 1, #sets do\n"
 "  if i ~= di then others[#others + 1] = sets[i] end\n"
-"end\n"
-"local function test(mb, s, list)\n"
-"  for j = 1, #list do\n"
-"    if not redis.call('ZSCORE', list[j], mb) then return false end\n"
-"  end\n"
-"  if search ~= '' and not string.find(s or '', search, 1, true) then\n"
-"    return false\n"
-"  end\n"
-"  return true\n"
 "end\n"
 "local known = since and #sets == 0 and search == ''\n"
 "local m = since and redis.call('ZCOUNT', upd, ARGV[8], '+inf')\n"
@@ -423,17 +471,13 @@ static const char  ngx_http_integrations_attendees_script[] =
 "  elseif since then\n"
 "    sorted = m < n\n"
 "  end\n"
-"  if sorted and m <= 50000 then\n"
-"    local ms = redis.call('ZRANGEBYSCORE', upd, ARGV[8], '+inf')\n"
+"  if sorted and m <= 1000 then\n"
+"    local ms = pass(redis.call('ZRANGEBYSCORE', upd, ARGV[8], '+inf'), sets)\n"
 "    local keep = {}\n"
-"    for i = 1, #ms, 1000 do\n"
-"      local chunk = {unpack(ms, i, math.min(i + 999, #ms))}\n"
-"      local sv = search ~= '' and redis.call('HMGET', as, unpack(chunk))\n"
-"      for j = 1, #chunk do\n"
-"        if test(chunk[j], sv and sv[j], sets) then\n"
-"          local c = redis.call('ZSCORE', att, chunk[j])\n"
-"          if c then keep[#keep + 1] = {tonumber(c), chunk[j]} end\n"
-"        end\n"
+"    if #ms > 0 then\n"
+"      local c = redis.call('ZMSCORE', att, unpack(ms))\n"
+"      for j = 1, #ms do\n"
+"        if c[j] then keep[#keep + 1] = {tonumber(c[j]), ms[j]} end\n"
 "      end\n"
 "    end\n"
 "    table.sort(keep, function(a, b)\n"
@@ -445,32 +489,48 @@ static const char  ngx_http_integrations_attendees_script[] =
 "    end\n"
 "    return {1, #keep, ef, cf, items(page)}\n"
 "  end\n"
+"  if sorted and m <= 50000 then di = -1 end\n"
 "end\n"
-"local off = cont and tonumber(ARGV[9]) or 0\n"
-"local stop, nxt = off + 50000, -1\n"
-"while true do\n"
-"  local ms = redis.call('ZRANGE', drv, off, off + 999)\n"
-"  local sv = search ~= '' and #ms > 0\n"
-"    and redis.call('HMGET', as, unpack(ms))\n"
-"  for j = 1, #ms do\n"
-"    local ok = test(ms[j], sv and sv[j], others)\n"
-"    if ok and since then\n"
-"      local u = redis.call('ZSCORE', upd, ms[j])\n"
-"      ok = u and tonumber(u) >= since\n"
-"    end\n"
-"    if ok then\n"
-"      total = total + 1\n"
-"      if total > start and #page < size then\n"
-"        page[#page + 1] = ms[j]\n"
+"local off, nxt, walked = cont and tonumber(ARGV[9]) or 0, -1, 0\n"
+"if di < 0 then\n"
+"  local r0, out = redis.call('ZCARD', upd) - m, {}\n"
+"  while off < m do\n"
+"    local ms = redis.call('ZRANGE', upd, r0 + off, r0 + off + 999)\n"
+"    local ok = pass(ms, sets)\n"
+"    if #ok > 0 then\n"
+"      local c = redis.call('ZMSCORE', att, unpack(ok))\n"
+"      for j = 1, #ok do\n"
+"        if c[j] then\n"
+"          out[#out + 1] = ok[j]\n"
+"          out[#out + 1] = c[j]\n"
+"        end\n"
 "      end\n"
 "    end\n"
+"    off, walked = off + #ms, walked + #ms\n"
+"    if #ms < 1000 then break end\n"
+"    if off < m and spent(walked) then nxt = off break end\n"
 "  end\n"
-"  off = off + #ms\n"
-"  if #ms < 1000 or (known and #page >= size) then break end\n"
-"  if off >= stop then nxt = off break end\n"
+"  return {3, ef, cf, out, nxt, E .. ':ai'}\n"
 "end\n"
-"return {2, total, ef, cf, items(page), nxt, di, known and m or -1,\n"
-"  #page}\n";
+"while true do\n"
+"  local ms = redis.call('ZRANGE', drv, off, off + 999)\n"
+"  local ok = pass(ms, others)\n"
+"  if since and #ok > 0 then\n"
+"    local u, keep = redis.call('ZMSCORE', upd, unpack(ok)), {}\n"
+"    for j = 1, #ok do\n"
+"      if u[j] and tonumber(u[j]) >= since then keep[#keep + 1] = ok[j] end\n"
+"    end\n"
+"    ok = keep\n"
+"  end\n"
+"  for j = 1, #ok do\n"
+"    total = total + 1\n"
+"    if total > start and #page < size then page[#page + 1] = ok[j] end\n"
+"  end\n"
+"  off, walked = off + #ms, walked + #ms\n"
+"  if #ms < 1000 or (known and #page >= size) then break end\n"
+"  if spent(walked) then nxt = off break end\n"
+"end\n"
+"return {2, total, ef, cf, items(page), nxt, di, known and m or -1, #page}\n";
 
 
 static ngx_int_t
@@ -837,7 +897,8 @@ ngx_http_integrations_reply(void *data, redisReply *reply)
     r = ctx->request;
     c = r->connection;
 
-    rc = ngx_http_integrations_respond(r, ctx, reply);
+    rc = ctx->fetching ? ngx_http_integrations_items_page(r, ctx, reply)
+                       : ngx_http_integrations_respond(r, ctx, reply);
 
     if (ctx->more) {
         /* another slice of a scan is on its way */
@@ -1227,8 +1288,10 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
         break;
 
     case NGX_INTEGRATIONS_ATTENDEES:
-        if (e[0]->integer == 2) {
-            rc = ngx_http_integrations_slice(r, ctx, reply);
+        if (e[0]->integer == 2 || e[0]->integer == 3) {
+            rc = e[0]->integer == 2
+                 ? ngx_http_integrations_slice(r, ctx, reply)
+                 : ngx_http_integrations_collect(r, ctx, reply);
 
             if (rc == NGX_AGAIN) {
                 ctx->more = 1;
@@ -1409,6 +1472,238 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
     }
 
     return NGX_AGAIN;
+}
+
+
+/*
+ * One slice of a collect: {3, ef, cf, {member, createdTime, ...}, next,
+ * E:ai}. The matches are gathered here, sorted as E:att orders them
+ * (createdTime, then member) and the page's items fetched with one HMGET.
+ * NGX_AGAIN: the next slice or the HMGET was sent; NGX_OK: the page is
+ * empty; NGX_DECLINED: a malformed reply; NGX_BUSY: Redis went away.
+ */
+
+static ngx_int_t
+ngx_http_integrations_collect(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *reply)
+{
+    u_char                         *p;
+    char                           *end;
+    char                            num[NGX_HTTP_INTEGRATIONS_SCORE_LEN + 1];
+    ngx_int_t                       rc;
+    ngx_str_t                      *a;
+    ngx_uint_t                      i;
+    long long                       next;
+    redisReply                    **e, **m;
+    ngx_http_integrations_pair_t   *pair;
+
+    e = reply->element;
+
+    if (reply->elements != 6
+        || e[1]->type != REDIS_REPLY_STRING
+        || e[2]->type != REDIS_REPLY_STRING
+        || e[3]->type != REDIS_REPLY_ARRAY || e[3]->elements % 2
+        || e[4]->type != REDIS_REPLY_INTEGER
+        || e[5]->type != REDIS_REPLY_STRING)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ctx->slices++ == 0) {
+        ctx->ef = e[1];
+        ctx->cf = e[2];
+
+        if (ngx_array_init(&ctx->pairs, r->pool,
+                           ngx_max(e[3]->elements / 2, 16),
+                           sizeof(ngx_http_integrations_pair_t))
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    m = e[3]->element;
+
+    for (i = 0; i < e[3]->elements; i += 2) {
+        if (m[i]->type != REDIS_REPLY_STRING
+            || m[i + 1]->type != REDIS_REPLY_STRING
+            || m[i + 1]->len == 0
+            || m[i + 1]->len > NGX_HTTP_INTEGRATIONS_SCORE_LEN)
+        {
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(num, m[i + 1]->str, m[i + 1]->len);
+        num[m[i + 1]->len] = '\0';
+
+        pair = ngx_array_push(&ctx->pairs);
+        if (pair == NULL) {
+            return NGX_ERROR;
+        }
+
+        pair->score = strtod(num, &end);
+        pair->member = m[i];
+
+        if (end != num + m[i + 1]->len) {
+            return NGX_DECLINED;
+        }
+    }
+
+    next = e[4]->integer;
+
+    if (next < 0) {
+        ctx->total = ctx->pairs.nelts;
+
+        if ((ngx_uint_t) ctx->skip >= ctx->pairs.nelts) {
+            return NGX_OK;
+        }
+
+        return ngx_http_integrations_fetch_page(r, ctx, e[5]);
+    }
+
+    /* the same collect, from where this slice stopped */
+
+    a = ctx->args;
+
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    a[9].data = p;
+    p = ngx_integrations_decimal(p, (int64_t) next);
+    a[9].len = p - a[9].data;
+    ngx_str_set(&a[10], "-1");
+
+    rc = ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
+                                       &ctx->cmd);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_BUSY;
+    }
+
+    return rc == NGX_OK ? NGX_AGAIN : NGX_ERROR;
+}
+
+
+/* sorts the collected matches and asks for the page's items */
+
+static ngx_int_t
+ngx_http_integrations_fetch_page(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *ai)
+{
+    ngx_int_t                       rc;
+    ngx_str_t                      *a;
+    ngx_uint_t                      i, n;
+    ngx_http_integrations_pair_t   *pair;
+
+    pair = ctx->pairs.elts;
+
+    ngx_qsort(pair, ctx->pairs.nelts, sizeof(ngx_http_integrations_pair_t),
+              ngx_http_integrations_pair_cmp);
+
+    pair += ctx->skip;
+    n = ngx_min(ctx->pairs.nelts - (ngx_uint_t) ctx->skip,
+                (ngx_uint_t) ctx->need);
+
+    a = ngx_palloc(r->pool, (2 + n) * sizeof(ngx_str_t));
+    if (a == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_str_set(&a[0], "HMGET");
+    a[1].data = (u_char *) ai->str;
+    a[1].len = ai->len;
+
+    for (i = 0; i < n; i++) {
+        a[2 + i].data = (u_char *) pair[i].member->str;
+        a[2 + i].len = pair[i].member->len;
+    }
+
+    ctx->items_cmd.nargs = 2 + n;
+    ctx->items_cmd.args = a;
+    ctx->items_cmd.handler = ngx_http_integrations_reply;
+    ctx->items_cmd.data = ctx;
+    ctx->fetching = 1;
+
+    rc = ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
+                                       &ctx->items_cmd);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_BUSY;
+    }
+
+    return rc == NGX_OK ? NGX_AGAIN : NGX_ERROR;
+}
+
+
+/* E:att's order: createdTime, then the member's bytes */
+
+static int ngx_libc_cdecl
+ngx_http_integrations_pair_cmp(const void *one, const void *two)
+{
+    int                                  rc;
+    const ngx_http_integrations_pair_t  *a = one;
+    const ngx_http_integrations_pair_t  *b = two;
+
+    if (a->score != b->score) {
+        return a->score < b->score ? -1 : 1;
+    }
+
+    rc = ngx_memcmp(a->member->str, b->member->str,
+                    ngx_min(a->member->len, b->member->len));
+
+    if (rc != 0) {
+        return rc;
+    }
+
+    return (a->member->len > b->member->len)
+           - (a->member->len < b->member->len);
+}
+
+
+/* the page's items of a collect */
+
+static ngx_int_t
+ngx_http_integrations_items_page(ngx_http_request_t *r,
+    ngx_http_integrations_ctx_t *ctx, redisReply *reply)
+{
+    redisReply                   **part;
+    ngx_http_integrations_body_t   body;
+
+    if (reply == NULL) {
+        return ngx_http_integrations_unavailable(r);
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "integrations: unexpected reply from redis: \"%*s\"",
+                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
+                                                       : (size_t) 0,
+                      reply->str);
+        return ngx_http_integrations_unavailable(r);
+    }
+
+    if (ngx_integrations_redis_keep_reply(r->pool) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    part = ngx_array_push(&ctx->parts);
+    if (part == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *part = reply;
+
+    ngx_memzero(&body, sizeof(ngx_http_integrations_body_t));
+    body.pool = r->pool;
+    body.last = &body.out;
+
+    if (ngx_http_integrations_list(r, ctx, &body) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_integrations_send(r, ctx, &body);
 }
 
 

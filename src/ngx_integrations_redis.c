@@ -27,7 +27,8 @@
 
 
 #define NGX_INTEGRATIONS_REDIS_OUT_SIZE      16384
-#define NGX_INTEGRATIONS_REDIS_MAX_ARGS      64
+/* the largest command: HMGET of a page of 500 attendees (a collect) */
+#define NGX_INTEGRATIONS_REDIS_MAX_ARGS      512
 #define NGX_INTEGRATIONS_REDIS_BACKOFF_MIN   100
 #define NGX_INTEGRATIONS_REDIS_BACKOFF_MAX   2000
 /*
