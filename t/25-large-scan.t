@@ -43,6 +43,15 @@ sub api {
 
 sub ids { [ map { $_->{id} } @{ $_[0]{items} } ] }
 
+# page $page of @$all, $size a page
+sub page_of {
+    my ($all, $page, $size) = @_;
+    my $from = ($page - 1) * $size;
+    return [] if $from > $#$all;
+    my $to = $from + $size - 1 > $#$all ? $#$all : $from + $size - 1;
+    return [ @$all[ $from .. $to ] ];
+}
+
 sub evalsha_calls {
     for ($h->redis('INFO', 'commandstats')) {
         return $1 if /^cmdstat_evalsha:calls=(\d+)/;
@@ -65,9 +74,7 @@ for my $page (1, 100, 101, 120, 200, 240, 241) {
     $j = api("search=person&page=$page&page_size=500");
     my @all = grep { $_ % 1000 != 7 } 1 .. $N;
     is $j->{totalItems}, scalar @all, "everything, page $page: total";
-    my $from = ($page - 1) * 500;
-    my $to = $from + 499 > $#all ? $#all : $from + 499;
-    is_deeply ids($j), $from > $#all ? [] : [ @all[ $from .. $to ] ],
+    is_deeply ids($j), page_of(\@all, $page, 500),
         "everything, page $page: the page";
 }
 
@@ -115,9 +122,7 @@ for my $page (1, 17, 40, 41) {
     $j = api('search=person&updated_since=' . ReadSeed::iso(1790000050)
              . "&page=$page&page_size=500");
     is $j->{totalItems}, scalar @recent, "collect, page $page: total";
-    my $from = ($page - 1) * 500;
-    my $to = $from + 499 > $#recent ? $#recent : $from + 499;
-    is_deeply ids($j), $from > $#recent ? [] : [ @recent[ $from .. $to ] ],
+    is_deeply ids($j), page_of(\@recent, $page, 500),
         "collect, page $page: the page";
     cmp_ok evalsha_calls() - 1, '>=', 2,
         "collect, page $page: 20,000 matches in slices";
@@ -152,9 +157,7 @@ for my $since (sort keys %want) {
         my $t = $h->json($r);
         is $t->{totalItems}, scalar @$all, '... total';
         is $t->{totalPages}, $pages, '... pages';
-        my $from = ($page - 1) * 400;
-        my $to = $from + 399 > $#$all ? $#$all : $from + 399;
-        is_deeply ids($t), $from > $#$all ? [] : [ @$all[ $from .. $to ] ],
+        is_deeply ids($t), page_of($all, $page, 400),
             '... the page, ties by id';
         is_deeply [ map { $_->{createdTime} } @{ $t->{items} } ],
             [ map { $ct->($_) } @{ ids($t) } ],
@@ -162,6 +165,43 @@ for my $since (sort keys %want) {
             if $page == 1;
     }
 }
+
+# an organization with 12,000 events: a filter walks them in slices of at
+# most 5,000 (fewer if 5 ms pass); totals and pages as in one piece
+my ($bkey) = make_key($h, org => 'big');
+my $b = ReadSeed->new($h, org => 'big', now => 1790000000);
+my $NE = 12_000;
+$b->event({ id => $_, slug => "show-$_", title => "Show $_",
+            status => ($_ % 3 ? 'approved' : 'draft'), published => 1,
+            starts => 1780000000 + 3600 * $_,
+            updated => 1790000000 + ($_ % 4 ? 0 : 100) }) for 1 .. $NE;
+$b->flush;
+sub events {
+    my ($q) = @_;
+    my $r = $h->get("/v2/integrations/events?$q", { 'X-Api-Key' => $bkey });
+    is $r->{status}, 200, "events: $q";
+    return $h->json($r);
+}
+my @approved = grep { $_ % 3 } 1 .. $NE;
+for my $page (1, 30, 80, 81) {
+    $h->redis('CONFIG', 'RESETSTAT');
+    my $e = events("status=approved&page=$page&page_size=100");
+    is $e->{totalItems}, scalar @approved, "events, page $page: total";
+    is_deeply ids($e), page_of(\@approved, $page, 100),
+        "events, page $page: the page";
+    cmp_ok evalsha_calls() - 1, '>=', 3,
+        "events, page $page: 12,000 walked in slices of at most 5,000";
+}
+my $e = events('search=show+11999');
+is_deeply ids($e), [ 11_999 ], 'events: a search, found in the last slice';
+$e = events('updated_since=' . ReadSeed::iso(1790000050)
+            . '&page=20&page_size=100');
+is $e->{totalItems}, $NE / 4, 'events: updated_since total';
+is_deeply ids($e), [ map { 4 * $_ } 1901 .. 2000 ], '... a deep page';
+$h->redis('CONFIG', 'RESETSTAT');
+$e = events('page=7&page_size=100');
+is_deeply ids($e), [ 601 .. 700 ], 'events: no filter, by rank';
+is evalsha_calls(), 2, '... in one call after the key check';
 
 # Redis is not held: a plain request gets through during a long search
 my $res = $h->parallel(6, 6, sub {
