@@ -82,6 +82,8 @@ is_deeply([$h->redis('ZRANGE', "$E:s0", 0, -1)], [$m->(2), $m->(3)],
           'not-scanned index');
 is_deeply([$h->redis('ZRANGE', "$E:p1", 0, -1)], [$m->(2)], 'promo index');
 is($h->redis('ZCARD', "$E:c:5"), 3, 'category index');
+is_deeply([$h->redis('SMEMBERS', "$E:cats")], [5],
+          'the categories the event has sets for');
 is($h->redis('ZSCORE', "$E:upd", $m->(1)), 1787184000, 'updated index');
 is($h->redis('HGET', "$E:am", $m->(1)), '10:5', 'index memberships');
 
@@ -91,6 +93,7 @@ my $snap = sub {
         my $k = $_;
         my $t = $h->redis('TYPE', $k);
         $t eq 'hash' ? join(' ', $k, sort $h->redis('HGETALL', $k))
+      : $t eq 'set'  ? join(' ', $k, sort $h->redis('SMEMBERS', $k))
                      : join(' ', $k, $h->redis('ZRANGE', $k, 0, -1, 'WITHSCORES'))
     } sort $h->redis('KEYS', '*');
 };
@@ -117,6 +120,8 @@ ok($h->redis('ZSCORE', "$E:p1", $m->(1)), 'now promo');
 is($h->redis('ZSCORE', "$E:p0", $m->(1)), '', 'left promo=false');
 is($h->redis('ZSCORE', "$E:c:5", $m->(1)), '', 'left category 5');
 ok($h->redis('ZSCORE', "$E:c:6", $m->(1)), 'now category 6');
+is_deeply([sort $h->redis('SMEMBERS', "$E:cats")], [5, 6],
+          '... and category 6 is known to the event');
 
 # an event line without ticketTypes keeps them
 {
@@ -205,6 +210,18 @@ is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
        'the test data set is untouched');
     ($rc) = $h->ctl('data', 'delete', '--org', 'acme', '--event', 'fest');
     is($rc, 1, 'deleting an unknown event: exit 1');
+
+    # an event imported before E:cats was kept: its category sets are
+    # found in E:am (scanned, not read in one command)
+    import_ok(nd($event, map {
+        { %{ $att[0] }, id => $_, categoryId => $_ % 4 }
+    } 1 .. 2000));
+    is($h->redis('ZCARD', "$E:c:3"), 500, 'a large event in 4 categories');
+    $h->redis('DEL', "$E:cats");
+    ($rc) = $h->ctl('data', 'delete', '--org', 'acme', '--event', 'fest');
+    is($rc, 0, 'data delete of an event without E:cats');
+    is_deeply([ grep { /^\{o:acme\}:live:ev:/ } $h->redis('KEYS', '*') ], [],
+              '... every key of it is gone, category sets too');
 }
 
 # -- streaming: memory stays flat on a large file ---------------------------------
