@@ -286,6 +286,9 @@ for W in $WORKERS_LIST; do
              "${pe[0]}"), p99 $(ratio "${me[2]}" "${pe[2]}")"
         echo "module / peer, attendees:      req/s $(ratio "${ma[0]}" \
              "${pa[0]}"), p99 $(ratio "${ma[2]}" "${pa[2]}")"
+        # the machine's own tail: a static `return 200` needs no Redis, so
+        # a p99 of its above a third of the peer's is the scheduler's
+        echo "static / peer, events p99:     $(ratio "${se[2]}" "${pe[2]}")"
         echo "static / peer, attendees p99:  $(ratio "${sa[2]}" "${pa[2]}")"
         echo "peer: $(per_request $((pe[4] + pa[4])) peer)"
         echo "peer events CPU per request: $(cpu_line "peer events" \
