@@ -103,10 +103,10 @@ typedef struct {
 } ngx_http_integrations_error_t;
 
 
-/* a match of a collect: its createdTime and its member (kept reply) */
+/* a match of a collect: its createdTime and its member */
 typedef struct {
     double                              score;
-    redisReply                         *member;
+    ngx_str_t                           member;
 } ngx_http_integrations_pair_t;
 
 
@@ -148,6 +148,7 @@ typedef struct {
 
     /* a collect: the matches so far, then the page's HMGET */
     ngx_array_t                         pairs;
+    redisReply                         *ai;
     ngx_integrations_redis_cmd_t        items_cmd;
 
     unsigned                            more:1;
@@ -211,7 +212,9 @@ static ngx_int_t ngx_http_integrations_slice(ngx_http_request_t *r,
 static ngx_int_t ngx_http_integrations_collect(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_integrations_fetch_page(ngx_http_request_t *r,
-    ngx_http_integrations_ctx_t *ctx, redisReply *ai);
+    ngx_http_integrations_ctx_t *ctx);
+static int ngx_libc_cdecl ngx_http_integrations_member_cmp(const void *one,
+    const void *two);
 static int ngx_libc_cdecl ngx_http_integrations_pair_cmp(const void *one,
     const void *two);
 static ngx_int_t ngx_http_integrations_items_page(ngx_http_request_t *r,
@@ -376,13 +379,14 @@ static const char  ngx_http_integrations_event_script[] =
  * KEYS[1]: D. ARGV: event slug or id, start, size, search (lowercase or
  * ""), category id (or ""), scanned ("1", "0" or ""), promo (same),
  * updated_since (or ""), then for a continued call: the rank to continue
- * from and the driver, -1 for a collect (else "", "").
+ * from and the driver, or for a collect "<member> <updated>" of the last
+ * member read and -1 (else "", "").
  * Returns {0} (no such event), {1, total, eventFields, categoryFields,
  * {items}}, for a slice of a walk {2, matches in the slice,
  * eventFields, categoryFields, {items}, next rank (-1: done), driver,
  * exact total (-1: count the matches), items in the slice}, or for a
  * slice of a collect {3, eventFields, categoryFields, {member,
- * createdTime, ...}, next rank (-1: done), the key of E:ai}.
+ * createdTime, ...}, where to continue ("": done), the key of E:ai}.
  *
  * Items come back as an array, not joined: a large Lua string costs Redis
  * (the shared resource) far more than the elements of an array reply.
@@ -395,7 +399,11 @@ static const char  ngx_http_integrations_event_script[] =
  * match set is small: up to 1000 matches are sorted by createdTime here;
  * up to 50000 are collected with their createdTime, in slices, and nginx
  * sorts them and fetches the page (a sort of 50000 in Lua held Redis for
- * 90 ms). A search reads E:as for every candidate: it scans the event.
+ * 90 ms). A collect walks E:upd newest first and continues from the
+ * member it read last (found again by ZREVRANK, or its score's ties read
+ * again if it moved): a member updated meanwhile moves to the part
+ * already read, so no unchanged match is missed. A search reads E:as
+ * for every candidate: it scans the event.
  * A walk or a collect stops after 10000 candidates or 5 ms, whichever
  * comes first, and is continued by another call, so that Redis is never
  * held for long by one request.
@@ -509,9 +517,26 @@ static const char  ngx_http_integrations_attendees_script[] =
 "end\n"
 "local off, nxt, walked = cont and tonumber(ARGV[9]) or 0, -1, 0\n"
 "if di < 0 then\n"
-"  local r0, out = redis.call('ZCARD', upd) - m, {}\n"
-"  while off < m do\n"
-"    local ms = redis.call('ZRANGE', upd, r0 + off, r0 + off + 999)\n"
+"  local top, out, cur = 0, {}, ''\n"
+"  if cont then\n"
+"    local sp = string.find(ARGV[9], ' ', 1, true)\n"
+"    local lm = string.sub(ARGV[9], 1, sp - 1)\n"
+"    local ls = string.sub(ARGV[9], sp + 1)\n"
+"    if redis.call('ZSCORE', upd, lm) == ls then\n"
+"      top = redis.call('ZREVRANK', upd, lm) + 1\n"
+"    else\n"
+"      top = redis.call('ZCOUNT', upd, '(' .. ls, '+inf')\n"
+"    end\n"
+"  end\n"
+"  while true do\n"
+"    local z = redis.call('ZREVRANGE', upd, top, top + 999, 'WITHSCORES')\n"
+"    local n = #z\n"
+"    if n > 0 and tonumber(z[n]) < since then\n"
+"      n = 0\n"
+"      while tonumber(z[n + 2]) >= since do n = n + 2 end\n"
+"    end\n"
+"    local ms = {}\n"
+"    for i = 1, n, 2 do ms[#ms + 1] = z[i] end\n"
 "    local ok = pass(ms, sets)\n"
 "    if #ok > 0 then\n"
 "      local c = redis.call('ZMSCORE', att, unpack(ok))\n"
@@ -522,11 +547,11 @@ static const char  ngx_http_integrations_attendees_script[] =
 "        end\n"
 "      end\n"
 "    end\n"
-"    off, walked = off + #ms, walked + #ms\n"
-"    if #ms < 1000 then break end\n"
-"    if off < m and spent(walked) then nxt = off break end\n"
+"    top, walked = top + #ms, walked + #ms\n"
+"    if n < 2000 then break end\n"
+"    if spent(walked) then cur = z[n - 1] .. ' ' .. z[n] break end\n"
 "  end\n"
-"  return {3, ef, cf, out, nxt, E .. ':ai'}\n"
+"  return {3, ef, cf, out, cur, E .. ':ai'}\n"
 "end\n"
 "while true do\n"
 "  local ms = redis.call('ZRANGE', drv, off, off + 999)\n"
@@ -1285,9 +1310,15 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
                                            "Event not found");
     }
 
-    /* the body points into the reply: keep it as long as the request */
+    /*
+     * the body points into the reply: keep it as long as the request (a
+     * collect copies what it needs of every slice but the first)
+     */
 
-    if (ngx_integrations_redis_keep_reply(r->pool) != NGX_OK) {
+    if (!(ctx->handler == NGX_INTEGRATIONS_ATTENDEES && e[0]->integer == 3
+          && ctx->slices)
+        && ngx_integrations_redis_keep_reply(r->pool) != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1513,9 +1544,11 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
 
 
 /*
- * One slice of a collect: {3, ef, cf, {member, createdTime, ...}, next,
- * E:ai}. The matches are gathered here, sorted as E:att orders them
- * (createdTime, then member) and the page's items fetched with one HMGET.
+ * One slice of a collect: {3, ef, cf, {member, createdTime, ...}, the
+ * cursor ("<member> <updated>" of the last read, "" when done), E:ai}.
+ * The matches are gathered here (members copied: only the first slice's
+ * reply is kept), sorted as E:att orders them (createdTime, then member)
+ * and the page's items fetched with one HMGET.
  * NGX_AGAIN: the next slice or the HMGET was sent; NGX_OK: the page is
  * empty; NGX_DECLINED: a malformed reply; NGX_BUSY: Redis went away.
  */
@@ -1527,10 +1560,10 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
     u_char                         *p;
     char                           *end;
     char                            num[NGX_HTTP_INTEGRATIONS_SCORE_LEN + 1];
+    size_t                          len;
     ngx_int_t                       rc;
     ngx_str_t                      *a;
     ngx_uint_t                      i;
-    long long                       next;
     redisReply                    **e, **m;
     ngx_http_integrations_pair_t   *pair;
 
@@ -1540,15 +1573,17 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
         || e[1]->type != REDIS_REPLY_STRING
         || e[2]->type != REDIS_REPLY_STRING
         || e[3]->type != REDIS_REPLY_ARRAY || e[3]->elements % 2
-        || e[4]->type != REDIS_REPLY_INTEGER
+        || e[4]->type != REDIS_REPLY_STRING
         || e[5]->type != REDIS_REPLY_STRING)
     {
         return NGX_DECLINED;
     }
 
     if (ctx->slices++ == 0) {
+        /* kept: ef, cf and E:ai point into this reply */
         ctx->ef = e[1];
         ctx->cf = e[2];
+        ctx->ai = e[5];
 
         if (ngx_array_init(&ctx->pairs, r->pool,
                            ngx_max(e[3]->elements / 2, 16),
@@ -1560,6 +1595,7 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
     }
 
     m = e[3]->element;
+    len = 0;
 
     for (i = 0; i < e[3]->elements; i += 2) {
         if (m[i]->type != REDIS_REPLY_STRING
@@ -1570,6 +1606,15 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
             return NGX_DECLINED;
         }
 
+        len += m[i]->len;
+    }
+
+    p = ngx_pnalloc(r->pool, len + e[4]->len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < e[3]->elements; i += 2) {
         ngx_memcpy(num, m[i + 1]->str, m[i + 1]->len);
         num[m[i + 1]->len] = '\0';
 
@@ -1579,37 +1624,25 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
         }
 
         pair->score = strtod(num, &end);
-        pair->member = m[i];
+        pair->member.data = p;
+        pair->member.len = m[i]->len;
+        p = ngx_cpymem(p, m[i]->str, m[i]->len);
 
         if (end != num + m[i + 1]->len) {
             return NGX_DECLINED;
         }
     }
 
-    next = e[4]->integer;
-
-    if (next < 0) {
-        ctx->total = ctx->pairs.nelts;
-
-        if ((ngx_uint_t) ctx->skip >= ctx->pairs.nelts) {
-            return NGX_OK;
-        }
-
-        return ngx_http_integrations_fetch_page(r, ctx, e[5]);
+    if (e[4]->len == 0) {
+        return ngx_http_integrations_fetch_page(r, ctx);
     }
 
-    /* the same collect, from where this slice stopped */
+    /* the same collect, from the last member it read */
 
     a = ctx->args;
-
-    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
     a[9].data = p;
-    p = ngx_integrations_decimal(p, (int64_t) next);
-    a[9].len = p - a[9].data;
+    a[9].len = e[4]->len;
+    ngx_memcpy(p, e[4]->str, e[4]->len);
     ngx_str_set(&a[10], "-1");
 
     rc = ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
@@ -1623,25 +1656,46 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
 }
 
 
-/* sorts the collected matches and asks for the page's items */
+/*
+ * Drops the members read twice (a member updated between two slices may
+ * be), sorts the matches and asks for the page's items.
+ */
 
 static ngx_int_t
 ngx_http_integrations_fetch_page(ngx_http_request_t *r,
-    ngx_http_integrations_ctx_t *ctx, redisReply *ai)
+    ngx_http_integrations_ctx_t *ctx)
 {
     ngx_int_t                       rc;
     ngx_str_t                      *a;
-    ngx_uint_t                      i, n;
+    ngx_uint_t                      i, j, n;
     ngx_http_integrations_pair_t   *pair;
 
     pair = ctx->pairs.elts;
+    n = ctx->pairs.nelts;
 
-    ngx_qsort(pair, ctx->pairs.nelts, sizeof(ngx_http_integrations_pair_t),
+    ngx_qsort(pair, n, sizeof(ngx_http_integrations_pair_t),
+              ngx_http_integrations_member_cmp);
+
+    for (i = 0, j = 0; i < n; i++) {
+        if (j == 0 || ngx_http_integrations_member_cmp(&pair[j - 1], &pair[i])
+                      != 0)
+        {
+            pair[j++] = pair[i];
+        }
+    }
+
+    ctx->pairs.nelts = j;
+    ctx->total = j;
+
+    if ((ngx_uint_t) ctx->skip >= j) {
+        return NGX_OK;
+    }
+
+    ngx_qsort(pair, j, sizeof(ngx_http_integrations_pair_t),
               ngx_http_integrations_pair_cmp);
 
     pair += ctx->skip;
-    n = ngx_min(ctx->pairs.nelts - (ngx_uint_t) ctx->skip,
-                (ngx_uint_t) ctx->need);
+    n = ngx_min(j - (ngx_uint_t) ctx->skip, (ngx_uint_t) ctx->need);
 
     a = ngx_palloc(r->pool, (2 + n) * sizeof(ngx_str_t));
     if (a == NULL) {
@@ -1649,12 +1703,11 @@ ngx_http_integrations_fetch_page(ngx_http_request_t *r,
     }
 
     ngx_str_set(&a[0], "HMGET");
-    a[1].data = (u_char *) ai->str;
-    a[1].len = ai->len;
+    a[1].data = (u_char *) ctx->ai->str;
+    a[1].len = ctx->ai->len;
 
     for (i = 0; i < n; i++) {
-        a[2 + i].data = (u_char *) pair[i].member->str;
-        a[2 + i].len = pair[i].member->len;
+        a[2 + i] = pair[i].member;
     }
 
     ctx->items_cmd.nargs = 2 + n;
@@ -1674,28 +1727,43 @@ ngx_http_integrations_fetch_page(ngx_http_request_t *r,
 }
 
 
-/* E:att's order: createdTime, then the member's bytes */
+/* members by their bytes */
 
 static int ngx_libc_cdecl
-ngx_http_integrations_pair_cmp(const void *one, const void *two)
+ngx_http_integrations_member_cmp(const void *one, const void *two)
 {
     int                                  rc;
-    const ngx_http_integrations_pair_t  *a = one;
-    const ngx_http_integrations_pair_t  *b = two;
+    const ngx_http_integrations_pair_t  *a, *b;
 
-    if (a->score != b->score) {
-        return a->score < b->score ? -1 : 1;
-    }
+    a = one;
+    b = two;
 
-    rc = ngx_memcmp(a->member->str, b->member->str,
-                    ngx_min(a->member->len, b->member->len));
+    rc = ngx_memcmp(a->member.data, b->member.data,
+                    ngx_min(a->member.len, b->member.len));
 
     if (rc != 0) {
         return rc;
     }
 
-    return (a->member->len > b->member->len)
-           - (a->member->len < b->member->len);
+    return (a->member.len > b->member.len) - (a->member.len < b->member.len);
+}
+
+
+/* E:att's order: createdTime, then the member's bytes */
+
+static int ngx_libc_cdecl
+ngx_http_integrations_pair_cmp(const void *one, const void *two)
+{
+    const ngx_http_integrations_pair_t  *a, *b;
+
+    a = one;
+    b = two;
+
+    if (a->score != b->score) {
+        return a->score < b->score ? -1 : 1;
+    }
+
+    return ngx_http_integrations_member_cmp(one, two);
 }
 
 

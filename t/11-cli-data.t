@@ -211,15 +211,19 @@ is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
     ($rc) = $h->ctl('data', 'delete', '--org', 'acme', '--event', 'fest');
     is($rc, 1, 'deleting an unknown event: exit 1');
 
-    # an event imported before E:cats was kept: its category sets are
-    # found in E:am (scanned, not read in one command)
+    # an event imported before E:cats was kept, then one attendee more:
+    # the category sets are found in E:am (scanned, not read in one
+    # command), not only in E:cats
     import_ok(nd($event, map {
         { %{ $att[0] }, id => $_, categoryId => $_ % 4 }
     } 1 .. 2000));
     is($h->redis('ZCARD', "$E:c:3"), 500, 'a large event in 4 categories');
     $h->redis('DEL', "$E:cats");
+    import_ok(nd({ %{ $att[0] }, id => 2001, categoryId => 9 }));
+    is_deeply([$h->redis('SMEMBERS', "$E:cats")], [9],
+              '... E:cats knows only the category imported since');
     ($rc) = $h->ctl('data', 'delete', '--org', 'acme', '--event', 'fest');
-    is($rc, 0, 'data delete of an event without E:cats');
+    is($rc, 0, 'data delete of an event partly without E:cats');
     is_deeply([ grep { /^\{o:acme\}:live:ev:/ } $h->redis('KEYS', '*') ], [],
               '... every key of it is gone, category sets too');
 }

@@ -141,11 +141,11 @@ ICTL_BUMP_VERSION("KEYS[2]")
 "return 1\n";
 
 /*
- * D: remove an event and every key of it. Its category sets are those of
- * E:cats and, for data imported before E:cats was kept, the categories in
- * ARGV[2...] (the CLI scans E:am for them: an HVALS here held Redis for
- * 80 ms per 200,000 attendees). UNLINK frees large values off Redis's
- * main thread.
+ * D: remove an event and every key of it. Its category sets are those the
+ * CLI found in E:am (ARGV[2...]: scanned before, since an HVALS here held
+ * Redis for 80 ms per 200,000 attendees) and those of E:cats (imports
+ * since then add to it, so a category added after the scan is found).
+ * UNLINK frees large values off Redis's main thread.
  */
 static const char  ictl_delete_event_lua[] =
 "local D, slug = KEYS[1], ARGV[1]\n"
@@ -2024,12 +2024,14 @@ ictl_add_category(long long **cats, size_t *n, size_t *size, long long c)
 
 
 /*
- * The categories of an event imported before E:cats was kept: E:am's
- * values ("<scanned><promo>:<categoryId>") read 1000 fields a call, so
- * that Redis is never held for long by one command.
+ * The categories of an event's attendees, sorted and unique in *cats (n
+ * of them; malloc'ed, the caller frees): E:am's values ("<scanned><promo>:
+ * <categoryId>") read 1000 fields a call, so that Redis is never held for
+ * long by one command. E:cats alone would miss the categories of
+ * attendees imported before it was kept.
  */
 static int
-ictl_legacy_categories(ictl_t *ctx, const char *E, long long **cats,
+ictl_scan_categories(ictl_t *ctx, const char *E, long long **cats,
     size_t *n)
 {
     int          rc;
@@ -2037,6 +2039,8 @@ ictl_legacy_categories(ictl_t *ctx, const char *E, long long **cats,
     size_t       i, size;
     redisReply  *r, *f;
 
+    *cats = NULL;
+    *n = 0;
     size = 0;
     strcpy(cursor, "0");
 
@@ -2097,7 +2101,6 @@ ictl_data_delete(ictl_t *ctx, const char *org, const char *env,
 
     snprintf(D, sizeof(D), "%s{o:%s}:%s", ctx->prefix, org, env);
 
-    /* data of older imports: no E:cats, find the categories in E:am */
     cats = NULL;
     ncats = 0;
 
@@ -2111,18 +2114,7 @@ ictl_data_delete(ictl_t *ctx, const char *org, const char *env,
         snprintf(E, sizeof(E), "%s:ev:%s", D, r->str);
         freeReplyObject(r);
 
-        r = ictl_check(ctx, redisCommand(ctx->rc, "EXISTS %s:cats", E),
-                       "EXISTS");
-        if (r == NULL) {
-            return ICTL_REDIS;
-        }
-
-        n = r->integer;
-        freeReplyObject(r);
-
-        if (n == 0 && ictl_legacy_categories(ctx, E, &cats, &ncats)
-                      != ICTL_OK)
-        {
+        if (ictl_scan_categories(ctx, E, &cats, &ncats) != ICTL_OK) {
             free(cats);
             return ICTL_REDIS;
         }
