@@ -378,12 +378,13 @@ static const char  ngx_http_integrations_event_script[] =
  * Attendees of one event.
  * KEYS[1]: D. ARGV: event slug or id, start, size, search (lowercase or
  * ""), category id (or ""), scanned ("1", "0" or ""), promo (same),
- * updated_since (or ""), then for a continued call: the rank to continue
- * from and the driver, or for a collect "<member> <updated>" of the last
- * member read and -1 (else "", "").
+ * updated_since (or ""), then for a continued call: where to continue,
+ * "<member> <score>" of the last member read, and the driver (-1 for a
+ * collect) (else "", "").
  * Returns {0} (no such event), {1, total, eventFields, categoryFields,
  * {items}}, for a slice of a walk {2, matches in the slice,
- * eventFields, categoryFields, {items}, next rank (-1: done), driver,
+ * eventFields, categoryFields, {items}, where to continue ("": done),
+ * driver,
  * exact total (-1: count the matches), items in the slice}, or for a
  * slice of a collect {3, eventFields, categoryFields, {member,
  * createdTime, ...}, where to continue ("": done), the key of E:ai}.
@@ -399,10 +400,11 @@ static const char  ngx_http_integrations_event_script[] =
  * match set is small: up to 1000 matches are sorted by createdTime here;
  * up to 50000 are collected with their createdTime, in slices, and nginx
  * sorts them and fetches the page (a sort of 50000 in Lua held Redis for
- * 90 ms). A collect walks E:upd newest first and continues from the
- * member it read last (found again by ZREVRANK, or its score's ties read
- * again if it moved): a member updated meanwhile moves to the part
- * already read, so no unchanged match is missed. A search reads E:as
+ * 90 ms). A collect walks E:upd newest first: a member updated meanwhile
+ * moves to the part already read, so no unchanged match is missed.
+ * Walks and collects continue from the member they read last, found again
+ * by its rank (or, if it moved or left, by its score and its ties), not
+ * from a rank that writes between the calls shift. A search reads E:as
  * for every candidate: it scans the event.
  * A walk or a collect stops after 10000 candidates or 5 ms, whichever
  * comes first, and is continued by another call, so that Redis is never
@@ -515,19 +517,24 @@ static const char  ngx_http_integrations_attendees_script[] =
 "  end\n"
 "  if sorted and m <= 50000 then di = -1 end\n"
 "end\n"
-"local off, nxt, walked = cont and tonumber(ARGV[9]) or 0, -1, 0\n"
+"local function resume(z, desc)\n"
+"  local sp = string.find(ARGV[9], ' ', 1, true)\n"
+"  local lm = string.sub(ARGV[9], 1, sp - 1)\n"
+"  local ls = string.sub(ARGV[9], sp + 1)\n"
+"  if redis.call('ZSCORE', z, lm) == ls then\n"
+"    return redis.call(desc and 'ZREVRANK' or 'ZRANK', z, lm) + 1\n"
+"  end\n"
+"  local n = desc and redis.call('ZCOUNT', z, '(' .. ls, '+inf')\n"
+"    or redis.call('ZCOUNT', z, '-inf', '(' .. ls)\n"
+"  for _, v in ipairs(redis.call('ZRANGEBYSCORE', z, ls, ls)) do\n"
+"    if (desc and v >= lm) or (not desc and v <= lm) then n = n + 1 end\n"
+"  end\n"
+"  return n\n"
+"end\n"
+"local off, nxt, walked = 0, '', 0\n"
 "if di < 0 then\n"
 "  local top, out, cur = 0, {}, ''\n"
-"  if cont then\n"
-"    local sp = string.find(ARGV[9], ' ', 1, true)\n"
-"    local lm = string.sub(ARGV[9], 1, sp - 1)\n"
-"    local ls = string.sub(ARGV[9], sp + 1)\n"
-"    if redis.call('ZSCORE', upd, lm) == ls then\n"
-"      top = redis.call('ZREVRANK', upd, lm) + 1\n"
-"    else\n"
-"      top = redis.call('ZCOUNT', upd, '(' .. ls, '+inf')\n"
-"    end\n"
-"  end\n"
+"  if cont then top = resume(upd, true) end\n"
 "  while true do\n"
 "    local z = redis.call('ZREVRANGE', upd, top, top + 999, 'WITHSCORES')\n"
 "    local n = #z\n"
@@ -553,6 +560,7 @@ static const char  ngx_http_integrations_attendees_script[] =
 "  end\n"
 "  return {3, ef, cf, out, cur, E .. ':ai'}\n"
 "end\n"
+"if cont then off = resume(drv, false) end\n"
 "while true do\n"
 "  local ms = redis.call('ZRANGE', drv, off, off + 999)\n"
 "  local ok = pass(ms, others)\n"
@@ -569,7 +577,10 @@ static const char  ngx_http_integrations_attendees_script[] =
 "  end\n"
 "  off, walked = off + #ms, walked + #ms\n"
 "  if #ms < 1000 or (known and #page >= size) then break end\n"
-"  if spent(walked) then nxt = off break end\n"
+"  if spent(walked) then\n"
+"    nxt = ms[#ms] .. ' ' .. redis.call('ZSCORE', drv, ms[#ms])\n"
+"    break\n"
+"  end\n"
 "end\n"
 "return {2, total, ef, cf, items(page), nxt, di, known and m or -1, #page}\n";
 
@@ -1441,7 +1452,7 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
     u_char        *p;
     ngx_int_t      rc;
     ngx_str_t     *a;
-    ngx_uint_t     i;
+    ngx_uint_t     i, cursor;
     long long      matched, next, exact, got;
     redisReply   **e, **part;
 
@@ -1451,8 +1462,12 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
+    /* where to continue: a rank for events, a member for attendees */
+    cursor = (ctx->handler == NGX_INTEGRATIONS_ATTENDEES);
+
     for (i = 1; i < 9; i++) {
-        if (e[i]->type != (i == 2 || i == 3 ? REDIS_REPLY_STRING
+        if (e[i]->type != (i == 2 || i == 3 || (i == 5 && cursor)
+                           ? REDIS_REPLY_STRING
                            : i == 4 ? REDIS_REPLY_ARRAY : REDIS_REPLY_INTEGER))
         {
             return NGX_DECLINED;
@@ -1460,7 +1475,7 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
     }
 
     matched = e[1]->integer;
-    next = e[5]->integer;
+    next = cursor ? (e[5]->len ? 0 : -1) : e[5]->integer;
     exact = e[7]->integer;
     got = e[8]->integer;
 
@@ -1498,8 +1513,9 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
 
     /*
      * the same script, from where this slice stopped: start and size are
-     * ARGV[1-2] of the events script, ARGV[2-3] of the attendees script
-     * (whose ARGV[10] is the driver); ARGV[9] is the rank of both
+     * ARGV[1-2] of the events script, ARGV[2-3] of the attendees script;
+     * ARGV[9] is the events' rank, the attendees' last member read (and
+     * ARGV[10] their driver)
      */
 
     a = ctx->args;
@@ -1518,14 +1534,19 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
     p = ngx_sprintf(p, "%L", (int64_t) ctx->need);
     a[i + 1].len = p - a[i + 1].data;
 
-    a[9].data = p;
-    p = ngx_sprintf(p, "%L", (int64_t) next);
-    a[9].len = p - a[9].data;
+    if (cursor) {
+        /* "<member> <createdTime>" in this (kept) reply */
+        a[9].data = (u_char *) e[5]->str;
+        a[9].len = e[5]->len;
 
-    if (ctx->handler == NGX_INTEGRATIONS_ATTENDEES) {
         a[10].data = p;
         p = ngx_sprintf(p, "%L", (int64_t) e[6]->integer);
         a[10].len = p - a[10].data;
+
+    } else {
+        a[9].data = p;
+        p = ngx_sprintf(p, "%L", (int64_t) next);
+        a[9].len = p - a[9].data;
     }
 
     rc = ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
