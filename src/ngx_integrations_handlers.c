@@ -217,8 +217,12 @@ static int ngx_libc_cdecl ngx_http_integrations_member_cmp(const void *one,
     const void *two);
 static int ngx_libc_cdecl ngx_http_integrations_pair_cmp(const void *one,
     const void *two);
+static ngx_int_t ngx_http_integrations_again(ngx_http_request_t *r,
+    ngx_integrations_redis_cmd_t *cmd);
 static ngx_int_t ngx_http_integrations_items_page(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_integrations_unexpected(ngx_http_request_t *r,
+    redisReply *reply);
 static ngx_int_t ngx_http_integrations_list(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, ngx_http_integrations_body_t *body);
 static ngx_int_t ngx_http_integrations_event(ngx_http_request_t *r,
@@ -384,9 +388,8 @@ static const char  ngx_http_integrations_event_script[] =
  * Returns {0} (no such event), {1, total, eventFields, categoryFields,
  * {items}}, for a slice of a walk {2, matches in the slice,
  * eventFields, categoryFields, {items}, where to continue ("": done),
- * driver,
- * exact total (-1: count the matches), items in the slice}, or for a
- * slice of a collect {3, eventFields, categoryFields, {member,
+ * driver, exact total (-1: count the matches), items in the slice}, or
+ * for a slice of a collect {3, eventFields, categoryFields, {member,
  * createdTime, ...}, where to continue ("": done), the key of E:ai}.
  *
  * Items come back as an array, not joined: a large Lua string costs Redis
@@ -1306,12 +1309,7 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
         || reply->element[0]->type != REDIS_REPLY_INTEGER)
     {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "integrations: unexpected reply from redis: \"%*s\"",
-                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
-                                                       : (size_t) 0,
-                      reply->str);
-        goto unavailable;
+        return ngx_http_integrations_unexpected(r, reply);
     }
 
     e = reply->element;
@@ -1323,11 +1321,10 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
 
     /*
      * the body points into the reply: keep it as long as the request (a
-     * collect copies what it needs of every slice but the first)
+     * collect decides for itself: it copies from all but its first slice)
      */
 
-    if (!(ctx->handler == NGX_INTEGRATIONS_ATTENDEES && e[0]->integer == 3
-          && ctx->slices)
+    if (!(ctx->handler == NGX_INTEGRATIONS_ATTENDEES && e[0]->integer == 3)
         && ngx_integrations_redis_keep_reply(r->pool) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1450,7 +1447,6 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply)
 {
     u_char        *p;
-    ngx_int_t      rc;
     ngx_str_t     *a;
     ngx_uint_t     i, cursor;
     long long      matched, next, exact, got;
@@ -1549,18 +1545,7 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
         a[9].len = p - a[9].data;
     }
 
-    rc = ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
-                                       &ctx->cmd);
-
-    if (rc == NGX_DECLINED) {
-        return NGX_BUSY;
-    }
-
-    if (rc != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return NGX_AGAIN;
+    return ngx_http_integrations_again(r, &ctx->cmd);
 }
 
 
@@ -1582,7 +1567,6 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
     char                           *end;
     char                            num[NGX_HTTP_INTEGRATIONS_SCORE_LEN + 1];
     size_t                          len;
-    ngx_int_t                       rc;
     ngx_str_t                      *a;
     ngx_uint_t                      i;
     redisReply                    **e, **m;
@@ -1602,6 +1586,10 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
 
     if (ctx->slices++ == 0) {
         /* kept: ef, cf and E:ai point into this reply */
+        if (ngx_integrations_redis_keep_reply(r->pool) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         ctx->ef = e[1];
         ctx->cf = e[2];
         ctx->ai = e[5];
@@ -1666,14 +1654,7 @@ ngx_http_integrations_collect(ngx_http_request_t *r,
     ngx_memcpy(p, e[4]->str, e[4]->len);
     ngx_str_set(&a[10], "-1");
 
-    rc = ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
-                                       &ctx->cmd);
-
-    if (rc == NGX_DECLINED) {
-        return NGX_BUSY;
-    }
-
-    return rc == NGX_OK ? NGX_AGAIN : NGX_ERROR;
+    return ngx_http_integrations_again(r, &ctx->cmd);
 }
 
 
@@ -1686,7 +1667,6 @@ static ngx_int_t
 ngx_http_integrations_fetch_page(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx)
 {
-    ngx_int_t                       rc;
     ngx_str_t                      *a;
     ngx_uint_t                      i, j, n;
     ngx_http_integrations_pair_t   *pair;
@@ -1737,8 +1717,20 @@ ngx_http_integrations_fetch_page(ngx_http_request_t *r,
     ctx->items_cmd.data = ctx;
     ctx->fetching = 1;
 
+    return ngx_http_integrations_again(r, &ctx->items_cmd);
+}
+
+
+/* one more call of a request: NGX_AGAIN sent, NGX_BUSY Redis is away */
+
+static ngx_int_t
+ngx_http_integrations_again(ngx_http_request_t *r,
+    ngx_integrations_redis_cmd_t *cmd)
+{
+    ngx_int_t  rc;
+
     rc = ngx_integrations_redis_send_r(r, ngx_http_integrations_redis(r),
-                                       &ctx->items_cmd);
+                                       cmd);
 
     if (rc == NGX_DECLINED) {
         return NGX_BUSY;
@@ -1802,12 +1794,7 @@ ngx_http_integrations_items_page(ngx_http_request_t *r,
     }
 
     if (reply->type != REDIS_REPLY_ARRAY) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "integrations: unexpected reply from redis: \"%*s\"",
-                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
-                                                       : (size_t) 0,
-                      reply->str);
-        return ngx_http_integrations_unavailable(r);
+        return ngx_http_integrations_unexpected(r, reply);
     }
 
     if (ngx_integrations_redis_keep_reply(r->pool) != NGX_OK) {
@@ -2988,6 +2975,21 @@ ngx_http_integrations_unavailable(ngx_http_request_t *r)
     return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                       (u_char *) NGX_HTTP_INTEGRATIONS_503,
                                       sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);
+}
+
+
+/* a reply of the wrong shape (a script error, say): logged, then 503 */
+
+static ngx_int_t
+ngx_http_integrations_unexpected(ngx_http_request_t *r, redisReply *reply)
+{
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "integrations: unexpected reply from redis: \"%*s\"",
+                  reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
+                                                   : (size_t) 0,
+                  reply->str);
+
+    return ngx_http_integrations_unavailable(r);
 }
 
 

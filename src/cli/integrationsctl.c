@@ -332,18 +332,29 @@ ictl_check(ictl_t *ctx, redisReply *r, const char *what)
 }
 
 
-/* EVAL of a small script; argv after the script: nkeys, keys, args */
+/* EVAL of a script; argv after the script: nkeys, keys, args */
 static redisReply *
 ictl_eval(ictl_t *ctx, const char *script, int argc, const char **argv)
 {
-    int          i;
-    size_t       lens[64];
-    const char  *av[64];
+    int           i;
+    size_t       *lens;
+    redisReply   *r;
+    const char  **av;
+
+    av = malloc((argc + 2) * sizeof(char *));
+    lens = malloc((argc + 2) * sizeof(size_t));
+
+    if (av == NULL || lens == NULL) {
+        free(av);
+        free(lens);
+        ictl_error("out of memory");
+        return NULL;
+    }
 
     av[0] = "EVAL";
     av[1] = script;
 
-    for (i = 0; i < argc && i < 62; i++) {
+    for (i = 0; i < argc; i++) {
         av[i + 2] = argv[i];
     }
 
@@ -351,8 +362,13 @@ ictl_eval(ictl_t *ctx, const char *script, int argc, const char **argv)
         lens[i] = strlen(av[i]);
     }
 
-    return ictl_check(ctx, redisCommandArgv(ctx->rc, argc + 2, av, lens),
-                      "script");
+    r = ictl_check(ctx, redisCommandArgv(ctx->rc, argc + 2, av, lens),
+                   "script");
+
+    free(av);
+    free(lens);
+
+    return r;
 }
 
 
@@ -2094,7 +2110,7 @@ ictl_data_delete(ictl_t *ctx, const char *org, const char *env,
     const char *slug)
 {
     char          D[256], E[320], *nums;
-    size_t        i, ncats, *lens;
+    size_t        i, ncats;
     long long     n, *cats;
     redisReply   *r;
     const char  **av;
@@ -2123,40 +2139,29 @@ ictl_data_delete(ictl_t *ctx, const char *org, const char *env,
         freeReplyObject(r);
     }
 
-    av = malloc((ncats + 5) * sizeof(char *));
-    lens = malloc((ncats + 5) * sizeof(size_t));
+    av = malloc((ncats + 3) * sizeof(char *));
     nums = malloc(ncats * 24 + 1);
 
-    if (av == NULL || lens == NULL || nums == NULL) {
+    if (av == NULL || nums == NULL) {
         free(av);
-        free(lens);
         free(nums);
         free(cats);
         ictl_error("out of memory");
         return ICTL_REDIS;
     }
 
-    av[0] = "EVAL";
-    av[1] = ictl_delete_event_lua;
-    av[2] = "1";
-    av[3] = D;
-    av[4] = slug;
+    av[0] = "1";
+    av[1] = D;
+    av[2] = slug;
 
     for (i = 0; i < ncats; i++) {
-        av[5 + i] = nums + 24 * i;
+        av[3 + i] = nums + 24 * i;
         snprintf(nums + 24 * i, 24, "%lld", cats[i]);
     }
 
-    for (i = 0; i < ncats + 5; i++) {
-        lens[i] = strlen(av[i]);
-    }
-
-    r = ictl_check(ctx, redisCommandArgv(ctx->rc, (int) (ncats + 5), av,
-                                         lens),
-                   "script");
+    r = ictl_eval(ctx, ictl_delete_event_lua, (int) (ncats + 3), av);
 
     free(av);
-    free(lens);
     free(nums);
     free(cats);
 
