@@ -279,13 +279,16 @@ static ngx_str_t  ngx_http_integrations_params[] = {
  * KEYS[1]: D = P{o:<org>}:<env>.
  * ARGV: start, size, status (lowercase or ""), search (lowercase or ""),
  * min and max score of starts ("-inf"/"+inf", "(" = exclusive), now (the
- * liveOnly filter, or ""), updated_since (or ""), the rank a continued
- * walk starts from (or "").
+ * liveOnly filter, or ""), updated_since (or ""), where a continued walk
+ * starts: "<member> <score>" of the last event read (or "").
  * Returns {total, {items}}; a filter walks the events in order, and stops
  * after 5000 events or 5 ms (20,000 took 65-85 ms of Redis in one call):
  * then, and for every continued call, it returns a slice of a walk as the
- * attendees script does, {2, matches, "", "", {items}, next rank (-1:
- * done), 0, -1, items in the slice}.
+ * attendees script does, {2, matches, "", "", {items}, where to continue
+ * ("": done), 0, -1, items in the slice}. A walk continues after the last
+ * event read (its ties at the same starts counted by rank, or one by one
+ * if it moved or left), so that events added or deleted meanwhile do not
+ * shift it.
  */
 static const char  ngx_http_integrations_events_script[] =
 "local D = KEYS[1]\n"
@@ -313,11 +316,25 @@ static const char  ngx_http_integrations_events_script[] =
 "  return {total, out}\n"
 "end\n"
 "local cont = ARGV[9] ~= ''\n"
-"local off, nxt, walked = cont and tonumber(ARGV[9]) or 0, -1, 0\n"
+"local lo, off, nxt, walked = dmin, 0, '', 0\n"
+"if cont then\n"
+"  local sp = string.find(ARGV[9], ' ', 1, true)\n"
+"  local lm = string.sub(ARGV[9], 1, sp - 1)\n"
+"  local ls = string.sub(ARGV[9], sp + 1)\n"
+"  lo = ls\n"
+"  if redis.call('ZSCORE', z, lm) == ls then\n"
+"    off = redis.call('ZRANK', z, lm) + 1\n"
+"      - redis.call('ZCOUNT', z, '-inf', '(' .. ls)\n"
+"  else\n"
+"    for _, v in ipairs(redis.call('ZRANGEBYSCORE', z, ls, ls)) do\n"
+"      if v <= lm then off = off + 1 end\n"
+"    end\n"
+"  end\n"
+"end\n"
 "local clock = redis.call('TIME')\n"
 "local t0 = clock[1] * 1000 + math.floor(clock[2] / 1000)\n"
 "while true do\n"
-"  local ids = redis.call('ZRANGEBYSCORE', z, dmin, dmax, 'LIMIT', off, 500)\n"
+"  local ids = redis.call('ZRANGEBYSCORE', z, lo, dmax, 'LIMIT', off, 500)\n"
 "  for i = 1, #ids do\n"
 "    local e = ev .. ids[i]\n"
 "    local f = redis.call('HMGET', e, 'status', 'search', 'published',\n"
@@ -351,11 +368,11 @@ static const char  ngx_http_integrations_events_script[] =
 "  if walked >= 5000\n"
 "    or clock[1] * 1000 + math.floor(clock[2] / 1000) - t0 >= 5\n"
 "  then\n"
-"    nxt = off\n"
+"    nxt = ids[#ids] .. ' ' .. redis.call('ZSCORE', z, ids[#ids])\n"
 "    break\n"
 "  end\n"
 "end\n"
-"if not cont and nxt < 0 then return {total, out} end\n"
+"if not cont and nxt == '' then return {total, out} end\n"
 "return {2, total, '', '', out, nxt, 0, -1, #out}\n";
 
 
@@ -1436,8 +1453,8 @@ unavailable:
 
 /*
  * One slice of a walk (attendees, or filtered events with "" for ef and
- * cf): {2, matches, ef, cf, items, next, driver, exact total, items in
- * the slice}. NGX_AGAIN: the next slice was sent;
+ * cf): {2, matches, ef, cf, items, where to continue, driver, exact
+ * total, items in the slice}. NGX_AGAIN: the next slice was sent;
  * NGX_OK: the list is complete; NGX_DECLINED: a malformed reply; NGX_BUSY:
  * Redis went away.
  */
@@ -1448,7 +1465,7 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
 {
     u_char        *p;
     ngx_str_t     *a;
-    ngx_uint_t     i, cursor;
+    ngx_uint_t     i;
     long long      matched, next, exact, got;
     redisReply   **e, **part;
 
@@ -1458,11 +1475,8 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    /* where to continue: a rank for events, a member for attendees */
-    cursor = (ctx->handler == NGX_INTEGRATIONS_ATTENDEES);
-
     for (i = 1; i < 9; i++) {
-        if (e[i]->type != (i == 2 || i == 3 || (i == 5 && cursor)
+        if (e[i]->type != (i == 2 || i == 3 || i == 5
                            ? REDIS_REPLY_STRING
                            : i == 4 ? REDIS_REPLY_ARRAY : REDIS_REPLY_INTEGER))
         {
@@ -1471,7 +1485,7 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
     }
 
     matched = e[1]->integer;
-    next = cursor ? (e[5]->len ? 0 : -1) : e[5]->integer;
+    next = e[5]->len ? 0 : -1;
     exact = e[7]->integer;
     got = e[8]->integer;
 
@@ -1510,8 +1524,8 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
     /*
      * the same script, from where this slice stopped: start and size are
      * ARGV[1-2] of the events script, ARGV[2-3] of the attendees script;
-     * ARGV[9] is the events' rank, the attendees' last member read (and
-     * ARGV[10] their driver)
+     * ARGV[9] is the last member read, "<member> <score>" in this (kept)
+     * reply (and ARGV[10] the attendees' driver)
      */
 
     a = ctx->args;
@@ -1530,19 +1544,13 @@ ngx_http_integrations_slice(ngx_http_request_t *r,
     p = ngx_sprintf(p, "%L", (int64_t) ctx->need);
     a[i + 1].len = p - a[i + 1].data;
 
-    if (cursor) {
-        /* "<member> <createdTime>" in this (kept) reply */
-        a[9].data = (u_char *) e[5]->str;
-        a[9].len = e[5]->len;
+    a[9].data = (u_char *) e[5]->str;
+    a[9].len = e[5]->len;
 
+    if (ctx->handler == NGX_INTEGRATIONS_ATTENDEES) {
         a[10].data = p;
         p = ngx_sprintf(p, "%L", (int64_t) e[6]->integer);
         a[10].len = p - a[10].data;
-
-    } else {
-        a[9].data = p;
-        p = ngx_sprintf(p, "%L", (int64_t) next);
-        a[9].len = p - a[9].data;
     }
 
     return ngx_http_integrations_again(r, &ctx->cmd);
