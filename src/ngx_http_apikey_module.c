@@ -42,6 +42,8 @@
 #define NGX_HTTP_APIKEY_MAX_HEADERS  8
 
 #define NGX_HTTP_APIKEY_503_BODY     "{\"error\":\"Service unavailable\"}"
+/* request headers only this module may set (lowercase) */
+#define NGX_HTTP_APIKEY_IDENT        "x-integrations-"
 #define NGX_HTTP_APIKEY_SCOPE_BODY                                            \
     "{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\",\"missingScopes\":["
 #define NGX_HTTP_APIKEY_CACHE_SIZE   4096
@@ -113,6 +115,9 @@ typedef struct {
     ngx_atomic_t                      lock;
     ngx_msec_t                        at;       /* epoch ms */
     time_t                            expires;
+    uint64_t                          own_limit;   /* the key's, 0: none */
+    ngx_msec_t                        open_start;  /* an outage's window */
+    uint64_t                          open_used;   /* admitted in it */
     u_char                            hash[NGX_INTEGRATIONS_HASH_HEX_LEN];
     u_char                            ip[33];
     u_char                            id[NGX_INTEGRATIONS_KEY_ID_LEN];
@@ -140,6 +145,9 @@ static void ngx_http_apikey_cache_put(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
 static ngx_int_t ngx_http_apikey_cache_init(ngx_shm_zone_t *zone,
     void *data);
+static void ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
+    ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_cache_entry_t *e,
+    ngx_msec_t now);
 static ngx_int_t ngx_http_apikey_cache_get(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
 static ngx_int_t ngx_http_apikey_header_filter(ngx_http_request_t *r);
@@ -181,7 +189,9 @@ static ngx_int_t ngx_http_apikey_init(ngx_conf_t *cf);
  * settles the usual case; when both left the window, the first entry
  * still in it is found by galloping then bisecting with LINDEX, so a long
  * log that aged out at once costs O(log n) calls, not one per entry. A
- * refusal pushes and pops back in the same script: nothing is spent.
+ * refusal pushes and pops back in the same script: nothing is spent. A
+ * key refused for its address or scopes (4, 5) spends nothing either, but
+ * still gets the limit's figures, for its response's RateLimit headers.
  * tonumber() is a strtod() inside Redis (as dear as a small command), so
  * default fields ("0", "") are told apart as strings and each log entry
  * is converted once.
@@ -205,8 +215,8 @@ static const char  ngx_http_apikey_script[] =
 "if now - (tonumber(r[10]) or 0) * 1000 >= 60000 then\n"
 "  redis.call('HSET', KEYS[1], 'last_used', t[1])\n"
 "end\n"
-"local nets = r[7] or ''\n"
-"if nets == '' and (r[11] or '') ~= '' then return res(4) end\n"
+"local nets, deny = r[7] or '', nil\n"
+"if nets == '' and (r[11] or '') ~= '' then deny = 4 end\n"
 "if nets ~= '' then\n"
 "  local ip, ok = ARGV[2], false\n"
 "  if ip ~= '' then\n"
@@ -223,14 +233,16 @@ static const char  ngx_http_apikey_script[] =
 "      end\n"
 "    end\n"
 "  end\n"
-"  if not ok then return res(4) end\n"
+"  if not ok then deny = 4 end\n"
 "end\n"
-"local have = ' ' .. (r[4] or '') .. ' '\n"
-"for i = 5, #ARGV do\n"
-"  if not string.find(have, ARGV[i], 1, true) then return res(5) end\n"
+"if not deny then\n"
+"  local have = ' ' .. (r[4] or '') .. ' '\n"
+"  for i = 5, #ARGV do\n"
+"    if not string.find(have, ARGV[i], 1, true) then deny = 5 break end\n"
+"  end\n"
 "end\n"
 "local limit = tonumber(ARGV[3])\n"
-"if limit == 0 then return res(7) end\n"
+"if limit == 0 then return res(deny or 7) end\n"
 "if r[8] and r[8] ~= '' then\n"
 "  local own = tonumber(r[8])\n"
 "  if own and own > 0 then limit = own end\n"
@@ -273,6 +285,10 @@ static const char  ngx_http_apikey_script[] =
 "    end\n"
 "  end\n"
 "  if #z > 0 then first = tonumber(z[2]) end\n"
+"end\n"
+"if deny then\n"
+"  local rem = limit - redis.call('LLEN', k)\n"
+"  return res(deny, limit, rem > 0 and rem or 0, (first or now) + win - now)\n"
 "end\n"
 "local n = redis.call('RPUSH', k, ts)\n"
 "if n > limit then\n"
@@ -820,24 +836,49 @@ ngx_http_apikey_scope_refusal(ngx_http_request_t *r,
 }
 
 
-/* the key headers go no further than this module, unless kept */
+/*
+ * nginx 1.22 cannot unlink a request header. An empty Keep-Alive is a
+ * hop-by-hop header proxy_pass never forwards, and $http_<name> no longer
+ * finds it.
+ */
 
 static void
-ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf)
+ngx_http_apikey_unset(ngx_http_request_t *r, ngx_table_elt_t *h)
+{
+    static ngx_uint_t  hash;
+
+    if (hash == 0) {
+        hash = ngx_hash_key((u_char *) "keep-alive", 10);
+    }
+
+    if (r->headers_in.authorization == h) {
+        r->headers_in.authorization = NULL;
+    }
+
+    ngx_str_set(&h->key, "Keep-Alive");
+    h->lowcase_key = (u_char *) "keep-alive";
+    h->hash = hash;
+    h->value.len = 0;
+}
+
+
+/*
+ * The key headers go no further than this module, unless kept; nor do
+ * X-Integrations-* headers of the client's where the identity is handed
+ * on (ident), so that a backend can trust them.
+ */
+
+static void
+ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf,
+    ngx_uint_t ident)
 {
     ngx_uint_t                 i, j;
     ngx_list_part_t           *part;
     ngx_table_elt_t           *h;
     ngx_http_apikey_header_t  *hd;
 
-    static ngx_uint_t          hash;
-
-    if (alcf->pass_key) {
+    if (alcf->pass_key && !ident) {
         return;
-    }
-
-    if (hash == 0) {
-        hash = ngx_hash_key((u_char *) "keep-alive", 10);
     }
 
     part = &r->headers_in.headers.part;
@@ -856,30 +897,105 @@ ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf)
             i = 0;
         }
 
+        if (ident
+            && h[i].key.len > sizeof(NGX_HTTP_APIKEY_IDENT) - 1
+            && ngx_strncmp(h[i].lowcase_key, NGX_HTTP_APIKEY_IDENT,
+                           sizeof(NGX_HTTP_APIKEY_IDENT) - 1) == 0)
+        {
+            ngx_http_apikey_unset(r, &h[i]);
+            continue;
+        }
+
+        if (alcf->pass_key) {
+            continue;
+        }
+
         for (j = 0; j < alcf->headers->nelts; j++) {
-            if (h[i].key.len != hd[j].name.len
-                || ngx_strncmp(h[i].lowcase_key, hd[j].name.data,
-                               hd[j].name.len) != 0)
+            if (h[i].key.len == hd[j].name.len
+                && ngx_strncmp(h[i].lowcase_key, hd[j].name.data,
+                               hd[j].name.len) == 0)
             {
-                continue;
+                ngx_http_apikey_unset(r, &h[i]);
+                break;
             }
-
-            /*
-             * nginx 1.22 cannot unlink a request header. An empty
-             * Keep-Alive is a hop-by-hop header proxy_pass never
-             * forwards, and $http_<name> no longer finds the key.
-             */
-            if (r->headers_in.authorization == &h[i]) {
-                r->headers_in.authorization = NULL;
-            }
-
-            ngx_str_set(&h[i].key, "Keep-Alive");
-            h[i].lowcase_key = (u_char *) "keep-alive";
-            h[i].hash = hash;
-            h[i].value.len = 0;
-            break;
         }
     }
+}
+
+
+/*
+ * The identity, as request headers for an upstream: set where the
+ * location has no read-API handler of this module's (a proxy_pass, most
+ * likely). A value with a control character is left out.
+ */
+
+static ngx_int_t
+ngx_http_apikey_hand_on(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
+{
+    u_char           *p;
+    ngx_str_t        *v;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  names[] = {
+        ngx_string("X-Integrations-Org"),
+        ngx_string("X-Integrations-Key-Id"),
+        ngx_string("X-Integrations-Scopes"),
+        ngx_string("X-Integrations-Env")
+    };
+    static ngx_str_t  lows[] = {
+        ngx_string("x-integrations-org"),
+        ngx_string("x-integrations-key-id"),
+        ngx_string("x-integrations-scopes"),
+        ngx_string("x-integrations-env")
+    };
+
+    for (i = 0; i < sizeof(names) / sizeof(ngx_str_t); i++) {
+
+        switch (i) {
+        case 0:
+            v = &ctx->identity.org;
+            break;
+        case 1:
+            v = &ctx->identity.id;
+            break;
+        case 2:
+            v = &ctx->identity.scopes;
+            break;
+        default:
+            v = &ctx->identity.env;
+            break;
+        }
+
+        if (v->len == 0) {
+            continue;
+        }
+
+        for (p = v->data; p < v->data + v->len; p++) {
+            if (*p < 0x20 || *p == 0x7f) {
+                break;
+            }
+        }
+
+        if (p != v->data + v->len) {
+            continue;
+        }
+
+        h = ngx_list_push(&r->headers_in.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->key = names[i];
+        h->lowcase_key = lows[i].data;
+        h->hash = ngx_hash_key(lows[i].data, lows[i].len);
+        h->value = *v;
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
+    }
+
+    return NGX_OK;
 }
 
 
@@ -888,17 +1004,22 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf)
 {
     u_char      *p, buf[128];
-    ngx_int_t    rc;
-    ngx_str_t    field;
+    ngx_int_t                          rc;
+    ngx_str_t                          field;
+    ngx_uint_t                         ident;
+    ngx_http_integrations_loc_conf_t  *ilcf;
 
-    ngx_http_apikey_strip(r, alcf);
+    /* a read-API location answers itself: nothing is handed on */
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
+    ident = (ilcf->handler == 0);
+
+    ngx_http_apikey_strip(r, alcf, ident);
 
     if (ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN) {
         if (alcf->failure == NGX_HTTP_APIKEY_FAILURE_OPEN
             && ngx_http_apikey_cache_get(r, ctx, alcf) == NGX_OK)
         {
-            ctx->code = NGX_HTTP_APIKEY_OK;
-            ctx->limit = 0;
+            /* the code (OK or LIMITED) and the limit's figures are set */
             ngx_integrations_stat(keys_open);
 
         } else {
@@ -966,6 +1087,10 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
                         (int64_t) ((ctx->retry_ms + 999) / 1000));
         return ngx_http_apikey_send(r, NGX_HTTP_TOO_MANY_REQUESTS, buf,
                                     p - buf);
+    }
+
+    if (ident && ngx_http_apikey_hand_on(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (!ctx->counted) {
@@ -1140,6 +1265,17 @@ ngx_http_apikey_header_names(ngx_http_request_t *r, ngx_str_t *out)
 }
 
 
+ngx_uint_t
+ngx_http_apikey_enabled(ngx_http_request_t *r)
+{
+    ngx_http_apikey_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_apikey_module);
+
+    return alcf->enable == 1;
+}
+
+
 ngx_integrations_identity_t *
 ngx_http_apikey_identity(ngx_http_request_t *r)
 {
@@ -1190,6 +1326,7 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 {
     ngx_msec_t                      now;
     ngx_integrations_identity_t    *id;
+    ngx_http_apikey_loc_conf_t     *alcf;
     ngx_http_apikey_cache_entry_t  *e;
 
     e = ngx_http_apikey_cache_slot(r, ctx->hash);
@@ -1232,6 +1369,17 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
     e->expires = id->expires;
     e->at = now;
 
+    /* a limit other than the location's is the key's own */
+    if (ctx->limit > 0) {
+        alcf = ngx_http_get_module_loc_conf(r, ngx_http_apikey_module);
+        e->own_limit = ((uint64_t) ctx->limit != alcf->rate)
+                       ? (uint64_t) ctx->limit : 0;
+    }
+
+    /* Redis answered: an outage's count starts afresh */
+    e->open_start = 0;
+    e->open_used = 0;
+
     ngx_memory_barrier();
     e->lock = 0;
 }
@@ -1257,6 +1405,70 @@ ngx_http_apikey_cache_copy(ngx_pool_t *pool, ngx_str_t *dst, u_char *src,
  * The open policy: a key this node validated (from the same client
  * address) within open_ttl is admitted while Redis is unreachable.
  */
+
+/*
+ * While Redis is down the rolling window cannot be read, so a remembered
+ * key gets at most its limit per window on this node, counted in its
+ * slot (all buckets together) from the outage's first admission: never
+ * unlimited. A request the scopes refuse counts nothing. Called with the
+ * slot locked.
+ */
+
+static void
+ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
+    ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_cache_entry_t *e,
+    ngx_msec_t now)
+{
+    uint64_t     limit;
+    ngx_str_t   *s;
+    ngx_uint_t   i, allowed;
+
+    ctx->code = NGX_HTTP_APIKEY_OK;
+    ctx->limit = 0;
+
+    limit = e->own_limit ? e->own_limit : alcf->rate;
+
+    if (alcf->rate == 0 || limit == 0) {
+        return;
+    }
+
+    if (e->open_start == 0 || now - e->open_start >= alcf->window) {
+        e->open_start = now;
+        e->open_used = 0;
+    }
+
+    allowed = 1;
+
+    if (alcf->scopes) {
+        s = alcf->scopes->elts;
+
+        for (i = 0; i < alcf->scopes->nelts; i++) {
+            if (!ngx_integrations_scope_has(e->scopes, e->scopes_len,
+                                            s[i].data, s[i].len))
+            {
+                allowed = 0;
+                break;
+            }
+        }
+    }
+
+    ctx->limit = (int64_t) limit;
+    ctx->reset_ms = (int64_t) (e->open_start + alcf->window - now);
+
+    if (e->open_used >= limit) {
+        ctx->code = NGX_HTTP_APIKEY_LIMITED;
+        ctx->remaining = 0;
+        ctx->retry_ms = ctx->reset_ms;
+        return;
+    }
+
+    if (allowed) {
+        e->open_used++;
+    }
+
+    ctx->remaining = (int64_t) (limit - e->open_used);
+}
+
 
 static ngx_int_t
 ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
@@ -1302,12 +1514,16 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
         }
 
         id->expires = e->expires;
+
+        if (rc == NGX_OK) {
+            ngx_http_apikey_open_count(ctx, alcf, e, now);
+        }
     }
 
     ngx_memory_barrier();
     e->lock = 0;
 
-    if (rc == NGX_OK) {
+    if (rc == NGX_OK && ctx->code == NGX_HTTP_APIKEY_OK) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "apikey: redis unreachable, admitting key \"%V\" "
                       "validated %M ms ago (apikey_redis_failure open)",

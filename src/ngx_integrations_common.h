@@ -92,6 +92,9 @@ extern ngx_module_t  ngx_http_integrations_module;
 /* NULL when the request went through no apikey check */
 ngx_integrations_identity_t *ngx_http_apikey_identity(ngx_http_request_t *r);
 
+/* r's location checks keys ("apikey on") */
+ngx_uint_t ngx_http_apikey_enabled(ngx_http_request_t *r);
+
 /* the configured key header names of r's location, comma-separated */
 ngx_int_t ngx_http_apikey_header_names(ngx_http_request_t *r,
     ngx_str_t *out);

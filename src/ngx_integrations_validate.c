@@ -1002,14 +1002,11 @@ ngx_integrations_validate_header_filter(ngx_http_request_t *r)
     ngx_integrations_validate_ctx_t   *ctx;
     ngx_http_integrations_loc_conf_t  *ilcf;
 
-    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
-
-    if (r != r->main
-        || (!ilcf->cors
-            && ilcf->validate == NGX_INTEGRATIONS_VALIDATE_NONE))
-    {
+    if (r != r->main) {
         return ngx_http_next_header_filter(r);
     }
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
 
     if (ilcf->cors
         && (ngx_integrations_cors_set(r, "Access-Control-Allow-Origin", "*")
@@ -1021,7 +1018,14 @@ ngx_integrations_validate_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    if (!ngx_integrations_nginx_error(r)) {
+    /* nginx's own error pages, in every location of this product's */
+
+    if (!ngx_integrations_nginx_error(r)
+        || (!ilcf->cors
+            && ilcf->validate == NGX_INTEGRATIONS_VALIDATE_NONE
+            && ilcf->handler == 0
+            && !ngx_http_apikey_enabled(r)))
+    {
         return ngx_http_next_header_filter(r);
     }
 

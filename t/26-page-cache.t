@@ -20,7 +20,7 @@ plan skip_all => 'integrationsctl is not built (make cli)'
 my $status = <<'EOF';
     location = /status { integrations_status; }
 EOF
-$h->start_nginx(ReadSeed::conf(extra => $status));
+$h->start_nginx(ReadSeed::conf(extra => $status, rate => '100000r/m'));
 
 my $J = JSON::PP->new->utf8->canonical;
 
@@ -84,7 +84,14 @@ like($r2->{headers}{'content-type'}, qr{^application/json}, 'JSON');
 is($r2->{headers}{'cache-control'}, 'private, no-cache', 'Cache-Control');
 is($r2->{headers}{'content-length'}, length $r1->{content},
    'Content-Length of the cached page');
-ok($r2->{headers}{'ratelimit-limit'} || 1, 'rate-limit headers kept');
+# the rate-limit headers are this request's, not the cached page's
+is($r1->{headers}{'ratelimit-limit'}, 100000, 'RateLimit-Limit');
+is($r2->{headers}{'ratelimit-limit'}, 100000, '... on the cached page');
+is($r2->{headers}{'ratelimit-remaining'},
+   $r1->{headers}{'ratelimit-remaining'} - 1,
+   'RateLimit-Remaining of the cached page counts this request');
+is($r2->{headers}{'ratelimit-policy'}, '"default";q=100000;w=60',
+   'RateLimit-Policy');
 my ($c1, $f1) = pages();
 is($f1 - $f0, 1, 'one page fetched from Redis');
 is($c1 - $c0, 1, 'one page served from the cache');

@@ -156,12 +156,23 @@ is(get('/api/x', Authorization => "Bearer $key", 'X-Api-Key' => $key)
         'wrong env' => do { (my $k = $key) =~ s/_live_/_prod_/; $k },
         'truncated' => substr($key, 0, -1),
     );
+    my $calls = sub {
+        for ($h->redis('INFO', 'commandstats')) {
+            return $1 if /^cmdstat_evalsha:calls=(\d+)/;
+        }
+        return 0;
+    };
+    my $before = $calls->();
     for my $n (sort keys %bad) {
         my $res = get('/api/x', 'X-Api-Key' => $bad{$n});
         my $j = is_refusal($res, 401, "malformed key ($n)");
         like($res->{headers}{'www-authenticate'}, qr/invalid_token/,
              "malformed ($n): invalid_token");
     }
+    is($calls->(), $before,
+       'a mistyped or junk key is refused without asking Redis');
+    get('/api/x', 'X-Api-Key' => $key);
+    is($calls->(), $before + 1, '... a well-formed one asks it once');
 }
 {
     my ($unknown) = key_text();

@@ -36,6 +36,12 @@ server {
         apikey on;
         proxy_pass http://127.0.0.1:%%PORT2%%;
     }
+    location /write {
+        apikey on;
+        apikey_scope events:write;
+        apikey_rate_limit 5r/2s bucket=events;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+    }
     location /closed {
         apikey on;
         apikey_rate_limit 100r/s bucket=policy;
@@ -101,6 +107,34 @@ sub get { my ($p, $k, %o) = @_; $h->get($p, { 'X-Api-Key' => $k }, %o) }
        'Retry-After within a second of the truth')
         or diag "retryAfter $j->{retryAfter}, admitted after "
               . ($admitted_at - $t0);
+}
+
+# -- a refusal for scopes or address: RateLimit headers, nothing spent -------
+{
+    my ($key, $id) = make_key($h, org => 'acme', scopes => 'events:read');
+    get('/e', $key) for 1 .. 2;
+    my $r = get('/write', $key);
+    is($r->{status}, 403, 'scope refusal: 403');
+    is($r->{headers}{'ratelimit-limit'}, 5, '... with RateLimit-Limit');
+    is($r->{headers}{'ratelimit-remaining'}, 3,
+       '... and the bucket\'s RateLimit-Remaining');
+    ok($r->{headers}{'ratelimit-reset'} >= 1
+       && $r->{headers}{'ratelimit-reset'} <= 2, '... and RateLimit-Reset');
+    is($r->{headers}{'ratelimit-policy'}, '"events";q=5;w=2',
+       '... and RateLimit-Policy');
+    is($h->redis('LLEN', "{k:$id}:log:events"), 2,
+       'a scope refusal spends nothing');
+
+    my ($far, $fid) = make_key($h, org => 'acme', ips => '10.9.9.9');
+    $r = get('/e', $far);
+    is($r->{status}, 403, 'address refusal: 403');
+    is($r->{headers}{'ratelimit-remaining'}, 5,
+       '... with the untouched RateLimit-Remaining');
+    is($h->redis('EXISTS', "{k:$fid}:log:events"), 0,
+       'an address refusal spends nothing');
+    $r = get('/unlimited', $far);
+    is($r->{status}, 403, 'address refusal where nothing is limited: 403');
+    ok(!exists $r->{headers}{'ratelimit-limit'}, '... no RateLimit headers');
 }
 
 # -- a rolling, not fixed, window ---------------------------------------------
@@ -268,8 +302,8 @@ sub burst {
     my $r = get('/open', $never);
     is($r->{status}, 503, 'open: a key never seen is 503');
     is_deeply($h->json($r), { error => 'Service unavailable' }, '503 body');
-    ok(!exists get('/open', $seen)->{headers}{'ratelimit-limit'},
-       'open: no RateLimit headers while nothing is counted');
+    is(get('/open', $seen)->{headers}{'ratelimit-limit'}, 100,
+       'open: the limit still counts, on this node (t/47)');
     ok($h->logs_contain('apikey_redis_failure open'),
        'open admissions are logged');
     $h->start_redis;

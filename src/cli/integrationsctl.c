@@ -186,7 +186,8 @@ static void
 ictl_usage(FILE *f)
 {
     fputs(
-"usage: integrationsctl [--redis redis://[:pw@]host:port/db | unix:/path]\n"
+"usage: integrationsctl [--redis redis://[:pw@]host:port/db\n"
+"                        | unix:/path[?db=N&password=P]]\n"
 "                       [--prefix P] [--key-prefix qkt] [--pepper S] COMMAND\n"
 "  keys create --org ORG --name NAME [--scopes a,b] [--expires ISO|DURATION]\n"
 "              [--allow-ip CIDR,...] [--rate-limit N] [--env live|test]\n"
@@ -224,12 +225,35 @@ ictl_connect(ictl_t *ctx, const char *url)
     strcpy(buf, url);
 
     if (strncmp(buf, "unix:", 5) == 0) {
+        /* unix:/path[?db=N][&password=P] */
         p = strchr(buf, '?');
         if (p) {
             *p++ = '\0';
-            if (strncmp(p, "db=", 3) == 0) {
-                db = atoi(p + 3);
+        }
+
+        while (p && *p) {
+            end = strchr(p, '&');
+            if (end) {
+                *end++ = '\0';
             }
+
+            if (strncmp(p, "db=", 3) == 0 && p[3]
+                && strspn(p + 3, "0123456789") == strlen(p + 3))
+            {
+                db = atoi(p + 3);
+
+            } else if (strncmp(p, "password=", 9) == 0) {
+                pw = p + 9;
+
+            } else {
+                /* the name only: a misspelt password's value stays out */
+                ictl_error("--redis unix:/path takes ?db=N and "
+                           "&password=P, not \"%.*s\"",
+                           (int) strcspn(p, "="), p);
+                return ICTL_BAD_INPUT;
+            }
+
+            p = end;
         }
 
         ctx->rc = redisConnectUnixWithTimeout(buf + 5, tv);
@@ -271,12 +295,15 @@ ictl_connect(ictl_t *ctx, const char *url)
         ctx->rc = redisConnectWithTimeout(host, port, tv);
 
     } else {
-        ictl_error("--redis must be redis://... or unix:/path: \"%s\"", url);
+        ictl_error("--redis must be redis://... or unix:/path: \"%s\"",
+                   strchr(url, '@') ? "(not shown: it holds a password)"
+                                    : url);
         return ICTL_BAD_INPUT;
     }
 
     if (ctx->rc == NULL || ctx->rc->err) {
-        ictl_error("cannot connect to Redis at %s: %s", url,
+        ictl_error("cannot connect to Redis at %s: %s",
+                   pw ? "the --redis address (password not shown)" : url,
                    ctx->rc ? ctx->rc->errstr : "out of memory");
         return ICTL_REDIS;
     }

@@ -257,13 +257,15 @@ sub attendees_bulk {
 sub json { $JSON }
 
 # the read API as conf-examples/single-tenant.conf lays it out, without
-# rate limits (tests send many requests); %o: timeout, extra (more server
-# config), failure (apikey_redis_failure value)
+# rate limits unless asked (tests send many requests); %o: timeout, extra
+# (more server config), failure (apikey_redis_failure value), rate (an
+# apikey_rate_limit for the whole API)
 sub conf {
     my (%o) = @_;
     my $timeout = $o{timeout} // '2s';
     my $extra   = $o{extra} // '';
     my $failure = $o{failure} // 'closed';
+    my $rate    = $o{rate} ? "apikey_rate_limit $o{rate};" : '';
     return <<"CONF";
 integrations_redis 127.0.0.1:%%REDIS_PORT%% timeout=$timeout;
 server {
@@ -272,6 +274,7 @@ server {
         apikey on;
         apikey_scope events:read;
         apikey_redis_failure $failure;
+        $rate
         location = /v2/integrations/events { integrations_events; }
         location ~ ^/v2/integrations/events/(?<ev>[^/]+)\$ {
             integrations_event \$ev;

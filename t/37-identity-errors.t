@@ -1,0 +1,147 @@
+#!/usr/bin/perl
+# What a backend behind a keyed location gets: the identity as
+# X-Integrations-* headers set by the module (never the client's own, never
+# the key); and what a client gets when nginx itself fails in any keyed or
+# read-API location: a JSON error, not nginx's HTML page.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Harness;
+use Keys qw(make_key);
+use ReadSeed;
+
+my $h = Harness->new;
+$h->start_nginx(<<'EOF2');
+integrations_redis 127.0.0.1:%%REDIS_PORT%%;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    root %%DIR%%;
+    location /api/ {
+        apikey on;
+        apikey_scope events:write;
+        proxy_pass http://127.0.0.1:%%PORT2%%/echo;
+    }
+    location /own/ {
+        apikey on;
+        proxy_set_header X-Integrations-Org "op-$apikey_org";
+        proxy_set_header X-Integrations-Scopes "";
+        proxy_pass http://127.0.0.1:%%PORT2%%/echo;
+    }
+    location /kept/ {
+        apikey on;
+        apikey_pass_key on;
+        proxy_pass http://127.0.0.1:%%PORT2%%/echo;
+    }
+    location = /v2/integrations/events {
+        apikey on;
+        if ($request_method = POST) {
+            rewrite ^ /_writes/events last;
+        }
+        integrations_events;
+    }
+    location /_writes/ {
+        internal;
+        apikey on;
+        proxy_pass http://127.0.0.1:%%PORT2%%/echo;
+    }
+    location /dead/ {
+        apikey on;
+        proxy_pass http://127.0.0.1:%%PORT3%%;
+    }
+    location /files/ {
+        apikey on;
+    }
+    location /plain/ {
+        proxy_pass http://127.0.0.1:%%PORT3%%;
+    }
+}
+server {
+    listen 127.0.0.1:%%PORT2%%;
+    location /echo {
+        default_type text/plain;
+        return 200 "org=$http_x_integrations_org
+id=$http_x_integrations_key_id
+scopes=$http_x_integrations_scopes
+env=$http_x_integrations_env
+other=$http_x_integrations_other
+key=$http_x_api_key
+";
+    }
+}
+EOF2
+
+my ($key, $id) = make_key($h, org => 'acme',
+                          scopes => 'events:read events:write', env => 'test');
+
+sub echo {
+    my ($path, %hd) = @_;
+    my $r = $h->request('POST', $path, { 'X-Api-Key' => $key, %hd }, '{}');
+    is($r->{status}, 200, "$path: proxied") or diag $r->{content};
+    return { map { /^(\w+)=(.*)$/ ? ($1, $2) : () } split /\n/, $r->{content} };
+}
+
+# the module hands the identity on; a client's X-Integrations-* are dropped
+my $r;
+my $got = echo('/api/x', 'X-Integrations-Org' => 'victim',
+               'X-Integrations-Other' => 'spoofed');
+is_deeply($got, { org => 'acme', id => $id,
+                  scopes => 'events:read events:write', env => 'test',
+                  other => '', key => '' },
+          'the backend gets the identity, not the client\'s headers or key');
+
+# a value with a control character (a record written by hand) is left out
+my ($tab) = make_key($h, org => 'acme', scopes => "events:write x\ty");
+$r = $h->request('POST', '/api/x', { 'X-Api-Key' => $tab }, '{}');
+is($r->{status}, 200, 'a key whose scopes hold a tab: proxied');
+like($r->{content}, qr/^scopes=\n/m, '... without X-Integrations-Scopes');
+like($r->{content}, qr/^org=acme\n/m, '... with the rest of the identity');
+
+# proxy_set_header of the operator's wins, and is sent once
+$got = echo('/own/x', 'X-Integrations-Org' => 'victim');
+is($got->{org}, 'op-acme', 'proxy_set_header overrides the module');
+is($got->{scopes}, '', 'proxy_set_header ... "": left out');
+is($got->{id}, $id, '... the other identity headers still come');
+
+# apikey_pass_key on keeps the key, the identity comes as well
+$got = echo('/kept/x');
+is($got->{key}, $key, 'apikey_pass_key on: the key reaches the backend');
+is($got->{org}, 'acme', '... with the identity');
+
+# a write routed from a read-API location by rewrite: the identity of the
+# key, set once by the final location
+$got = echo('/v2/integrations/events', 'X-Integrations-Org' => 'victim');
+is($got->{org}, 'acme', 'rewritten write: the identity, not the client\'s');
+
+# a read-API location answers itself: no identity headers to hand on
+$r = $h->get('/v2/integrations/events', { 'X-Api-Key' => $key });
+is($r->{status}, 200, 'the read API itself');
+
+# nginx's own errors are JSON in every keyed location
+$r = $h->get('/dead/x', { 'X-Api-Key' => $key });
+is($r->{status}, 502, 'upstream down: 502');
+like($r->{headers}{'content-type'}, qr{^application/json}, '... JSON');
+is_deeply($h->json($r), { error => 'Bad gateway' }, '... the body');
+
+$r = $h->get('/files/none.txt', { 'X-Api-Key' => $key });
+is($r->{status}, 404, 'a keyed location without the file: 404');
+is_deeply($h->json($r), { error => 'Not found' }, '... as JSON');
+is($r->{headers}{'content-length'}, length $r->{content},
+   '... with its own Content-Length');
+
+$r = $h->request('HEAD', '/files/none.txt', { 'X-Api-Key' => $key });
+is($r->{status}, 404, 'HEAD: 404');
+is($r->{content} // '', '', '... no body');
+
+# refusals are the module's own JSON, as before
+$r = $h->get('/files/none.txt');
+is($r->{status}, 401, 'no key: 401');
+is($h->json($r)->{error}, 'Unauthorized', '... its JSON');
+
+# a location that is not the product's keeps nginx's page
+$r = $h->get('/plain/x');
+is($r->{status}, 502, 'an unkeyed location: 502');
+like($r->{headers}{'content-type'}, qr{^text/html}, '... nginx\'s own HTML');
+
+$h->done;
+done_testing;

@@ -1,0 +1,224 @@
+#!/usr/bin/perl
+# apikey_redis_failure open [ttl=]: with Redis stopped, only a key this
+# node validated, from the same client address, within ttl, before its
+# recorded expiry is admitted, and only where its remembered scopes allow;
+# when Redis is back the normal check (and its rate limit) takes over.
+use strict;
+use warnings;
+use lib 't/lib';
+use Test::More;
+use Time::HiRes qw(time sleep);
+use HTTP::Tiny;
+use Harness;
+use Keys qw(make_key);
+
+my $h = Harness->new;
+
+# One worker: "this node validated" is then one worker's memory, so what
+# is admitted does not depend on which worker took the connection. The
+# memory is shared by every location; the ttl is the location's own.
+$h->start_nginx(<<'EOF', workers => 1);
+integrations_redis 127.0.0.1:%%REDIS_PORT%% timeout=300ms;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location /long {
+        apikey on;
+        apikey_rate_limit 100r/m bucket=b;
+        apikey_redis_failure open ttl=60s;
+        proxy_set_header X-Org $apikey_org;
+        proxy_set_header X-Id $apikey_id;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+
+        location /long/write {
+            apikey_scope events:write;
+            proxy_pass http://127.0.0.1:%%PORT2%%;
+        }
+    }
+    location /tight {
+        apikey on;
+        apikey_scope events:read;
+        apikey_rate_limit 3r/2s bucket=t;
+        apikey_redis_failure open ttl=60s;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+
+        location /tight/write {
+            apikey_scope events:write;
+            proxy_pass http://127.0.0.1:%%PORT2%%;
+        }
+    }
+    location /short {
+        apikey on;
+        apikey_rate_limit 100r/m bucket=b;
+        apikey_redis_failure open ttl=2s;
+        proxy_set_header X-Org $apikey_org;
+        proxy_pass http://127.0.0.1:%%PORT2%%;
+    }
+}
+server {
+    listen 127.0.0.1:%%PORT2%%;
+    location / { return 200 "org=$http_x_org id=$http_x_id\n"; }
+}
+EOF
+
+# a request from a chosen loopback source address (127.0.0.1 by default)
+sub get {
+    my ($path, $key, $from) = @_;
+    my $http = HTTP::Tiny->new(timeout => 10, keep_alive => 0,
+                               local_address => $from // '127.0.0.1');
+    my $url = 'http://127.0.0.1:' . $h->port . $path;
+    return $http->get($url, { headers => { 'X-Api-Key' => $key } });
+}
+
+# the body as JSON, or {} (so that a wrong body fails a test, not the file)
+sub jbody { my $j = eval { $h->json($_[0]) }; ref $j ? $j : {} }
+
+sub is_503 {
+    my ($res, $what) = @_;
+    is($res->{status}, 503, "$what: 503");
+    is($res->{headers}{'content-type'}, 'application/json', "$what: JSON");
+    is_deeply(jbody($res), { error => 'Service unavailable' },
+              "$what: 503 body");
+}
+
+# -- validated while Redis is up -----------------------------------------------
+my %k;
+my %id;
+for my $name (qw(reader other_ip timed writer)) {
+    ($k{$name}, $id{$name}) = make_key($h, org => 'acme', scopes =>
+        $name eq 'writer' ? 'events:read events:write' : 'events:read');
+}
+# a recorded expiry that passes during the outage
+my $expires = int(time) + 3;
+($k{expiring}, $id{expiring}) = make_key($h, org => 'acme',
+                                         expires => $expires);
+
+for my $name (qw(reader other_ip timed writer expiring)) {
+    is(get('/long', $k{$name})->{status}, 200, "$name validated with Redis up");
+}
+# keys for the outage's own count: the location's limit, and a key's own
+($k{tight}, $id{tight}) = make_key($h, org => 'acme');
+($k{own}, $id{own}) = make_key($h, org => 'acme', rate_limit => 2);
+is(get('/tight', $k{$_})->{status}, 200, "$_ validated with Redis up")
+    for qw(tight own);
+my $t_validated = time;
+my $w = get('/long/write', $k{reader});
+is($w->{status}, 403, 'Redis up: reader lacks events:write, 403');
+
+$h->stop_redis;
+ok(!$h->redis_alive, 'Redis is stopped');
+
+# -- the same address within ttl: admitted -------------------------------------
+{
+    my $r = get('/long', $k{reader});
+    is($r->{status}, 200, 'open: validated key, same address, within ttl: 200');
+    is($r->{content}, "org=acme id=$id{reader}\n",
+       'open: the identity comes from the remembered record');
+    is($r->{headers}{'ratelimit-limit'}, 100,
+       'open: RateLimit-Limit of the location');
+    is($r->{headers}{'ratelimit-remaining'}, 99,
+       'open: RateLimit-Remaining counted on this node');
+    ok($h->logs_contain(qr/admitting key "\Q$id{reader}\E"/),
+       'open: the admission is logged with the key id');
+
+    is(get('/short', $k{timed})->{status}, 200,
+       'open: ttl=2s, validated under 2 s ago: 200');
+    is(get('/long', $k{expiring})->{status}, 200,
+       'open: before its recorded expiry: 200');
+}
+
+# -- never unlimited: at most the limit per window on this node ---------------
+{
+    my @r = map { get('/tight', $k{tight}) } 1 .. 3;
+    is_deeply([ map { $_->{status} } @r ], [ 200, 200, 200 ],
+              'open: 3r/2s admits 3 while Redis is down');
+    is_deeply([ map { $_->{headers}{'ratelimit-remaining'} } @r ], [ 2, 1, 0 ],
+              'open: ... counting down');
+    my $w = get('/tight/write', $k{tight});
+    is($w->{status}, 403, 'open: a scope refusal at the limit: 403');
+    my $t0 = time;
+    my $r = get('/tight', $k{tight});
+    is($r->{status}, 429, 'open: the 4th in the window: 429');
+    is(jbody($r)->{error}, 'Rate limit exceeded. Try again later.',
+       'open: 429 body');
+    ok($r->{headers}{'retry-after'} >= 1 && $r->{headers}{'retry-after'} <= 2,
+       'open: Retry-After within the window');
+    my $logged = () = $h->error_log =~ /admitting key "\Q$id{tight}\E"/g;
+    is($logged, 3, 'open: the 3 admissions are logged, the refusals not');
+
+    my @o = map { get('/tight', $k{own})->{status} } 1 .. 3;
+    is_deeply(\@o, [ 200, 200, 429 ], 'open: a key\'s own limit (2) holds');
+
+    sleep(2.1 - (time - $t0)) if time - $t0 < 2.1;
+    $r = get('/tight', $k{tight});
+    is($r->{status}, 200, 'open: admitted again in the next window');
+    is($r->{headers}{'ratelimit-remaining'}, 2, '... from a fresh count');
+}
+
+# -- another client address: refused -------------------------------------------
+{
+    is_503(get('/long', $k{other_ip}, '127.0.0.2'),
+           'open: key validated from 127.0.0.1, sent from 127.0.0.2');
+    is(get('/long', $k{other_ip}, '127.0.0.1')->{status}, 200,
+       'open: ... and still admitted from 127.0.0.1');
+}
+
+# -- scopes against the remembered record --------------------------------------
+{
+    my $r = get('/long/write', $k{reader});
+    is($r->{status}, 403, 'open: remembered key lacks the scope: 403');
+    is_deeply(jbody($r), { error => 'Forbidden', code => 'SCOPE_REQUIRED',
+                              missingScopes => ['events:write'] },
+              'open: 403 body names the missing scope');
+    like($r->{headers}{'www-authenticate'} // '',
+         qr/error="insufficient_scope"/, 'open: 403 WWW-Authenticate');
+    is(get('/long/write', $k{writer})->{status}, 200,
+       'open: remembered key with the scope: 200');
+}
+
+# -- past ttl, past expiry -----------------------------------------------------
+{
+    my $until = $t_validated + 2.5;
+    $until = $expires + 1.2 if $expires + 1.2 > $until;
+    sleep($until - time) if $until > time;
+
+    is_503(get('/short', $k{timed}), 'open: validated longer ago than ttl=2s');
+    is(get('/long', $k{timed})->{status}, 200,
+       'open: ... the same key within ttl=60s is still admitted');
+    is_503(get('/long', $k{expiring}),
+           'open: recorded expiry passed while Redis is down');
+}
+
+# -- Redis back: the normal check again ----------------------------------------
+$h->start_redis;
+# Redis kept nothing (no persistence): write the records again; the one
+# "revoked" meanwhile must now be refused although this node remembers it
+make_key($h, org => 'acme', id => $id{reader},
+         random => substr(($k{reader} =~ /_(\w{38})$/)[0], 0, 32));
+make_key($h, org => 'acme', id => $id{other_ip}, status => 'revoked',
+         random => substr(($k{other_ip} =~ /_(\w{38})$/)[0], 0, 32));
+{
+    my $r;
+    my $t0 = time;
+    # until the module is reconnected: the admission lands in Redis's log
+    while (time - $t0 < 10) {
+        $r = get('/long', $k{reader});
+        last if $r->{status} == 200
+                && $h->redis('LLEN', "{k:$id{reader}}:log:b") == 1;
+        sleep 0.1;
+    }
+    is($r->{status}, 200, 'Redis back: the key is admitted');
+    is($r->{headers}{'ratelimit-limit'}, 100, 'Redis back: RateLimit-Limit');
+    is($r->{headers}{'ratelimit-remaining'}, 99,
+       'Redis back: RateLimit-Remaining counts again');
+    is($h->redis('LLEN', "{k:$id{reader}}:log:b"), 1,
+       'Redis back: the admission is in the Redis log');
+
+    my $rv = get('/long', $k{other_ip});
+    is($rv->{status}, 401, 'Redis back: a key revoked during the outage: 401');
+    like(jbody($rv)->{hint} // '', qr/revoked/, '... because it is revoked');
+    is(get('/long', $k{timed})->{status}, 401,
+       'Redis back: a remembered key Redis no longer holds: 401');
+}
+
+$h->done;
+done_testing;
