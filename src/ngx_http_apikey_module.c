@@ -1019,8 +1019,10 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
         if (alcf->failure == NGX_HTTP_APIKEY_FAILURE_OPEN
             && ngx_http_apikey_cache_get(r, ctx, alcf) == NGX_OK)
         {
-            /* the code (OK or LIMITED) and the limit's figures are set */
-            ngx_integrations_stat(keys_open);
+            /* the code (OK, LIMITED or EXPIRED) and the limit are set */
+            if (ctx->code != NGX_HTTP_APIKEY_EXPIRED) {
+                ngx_integrations_stat(keys_open);
+            }
 
         } else {
             return ngx_http_apikey_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1493,11 +1495,19 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     rc = NGX_DECLINED;
 
     if (e->at
+        && e->expires != 0 && e->expires <= ngx_time()
+        && ngx_integrations_key_equal(e->hash, ctx->hash,
+                                      NGX_INTEGRATIONS_HASH_HEX_LEN))
+    {
+        /* its recorded expiry passed: 401, as with Redis up */
+        ctx->code = NGX_HTTP_APIKEY_EXPIRED;
+        rc = NGX_OK;
+
+    } else if (e->at
         && ngx_integrations_key_equal(e->hash, ctx->hash,
                                       NGX_INTEGRATIONS_HASH_HEX_LEN)
         && ngx_strcmp(e->ip, ctx->ip) == 0
-        && now - e->at <= alcf->open_ttl
-        && (e->expires == 0 || e->expires > ngx_time()))
+        && now - e->at <= alcf->open_ttl)
     {
         rc = NGX_OK;
 

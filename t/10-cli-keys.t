@@ -135,6 +135,27 @@ is(($h->ctl('--redis', 'redis://127.0.0.1:1/0', 'keys', 'list',
     is(call($v->{key}), 401, 'revoked: the very next request is 401');
     is($h->redis('ZSCORE', '{o:acme}:active', $v->{id}), '',
        'its slot is free');
+
+    # a second nginx node on the same Redis, each with two workers: the
+    # revocation is seen by the next request on every node and worker
+    my $n2 = $h->nginx2(<<'EOF2', workers => 2);
+integrations_redis 127.0.0.1:%%REDIS_PORT%%;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location / { apikey on; integrations_whoami; }
+}
+EOF2
+    my (undef, $w) = create('--org', 'acme', '--name', 'two-nodes');
+    push @secrets, $w->{key};
+    my $node2 = sub {
+        $n2->get('/x', { Authorization => "Bearer $w->{key}" })->{status};
+    };
+    is_deeply([ map { (call($w->{key}), $node2->()) } 1 .. 4 ],
+              [ (200) x 8 ], 'two nodes admit the key');
+    is(($h->ctl('keys', 'revoke', '--org', 'acme', $w->{id}))[0], 0,
+       'revoke');
+    is_deeply([ map { (call($w->{key}), $node2->()) } 1 .. 4 ],
+              [ (401) x 8 ], 'revoked: 401 on both nodes, every request');
 }
 
 # -- rotate -----------------------------------------------------------------

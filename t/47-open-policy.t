@@ -184,8 +184,12 @@ ok(!$h->redis_alive, 'Redis is stopped');
     is_503(get('/short', $k{timed}), 'open: validated longer ago than ttl=2s');
     is(get('/long', $k{timed})->{status}, 200,
        'open: ... the same key within ttl=60s is still admitted');
-    is_503(get('/long', $k{expiring}),
-           'open: recorded expiry passed while Redis is down');
+    my $r = get('/long', $k{expiring});
+    is($r->{status}, 401,
+       'open: recorded expiry passed while Redis is down: 401, as with Redis');
+    like(jbody($r)->{hint} // '', qr/expired/, '... saying it expired');
+    $r = get('/long', $k{expiring}, '127.0.0.2');
+    is($r->{status}, 401, '... from any address');
 }
 
 # -- Redis back: the normal check again ----------------------------------------
