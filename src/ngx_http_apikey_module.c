@@ -100,6 +100,7 @@ typedef struct {
     int64_t                           remaining;
     int64_t                           reset_ms;
     int64_t                           retry_ms;
+    int64_t                           own_limit;   /* the key's, 0: none */
     ngx_msec_t                        window;
     unsigned                          keyed:1;
     unsigned                          counted:1;
@@ -145,7 +146,7 @@ static void ngx_http_apikey_cache_put(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
 static ngx_int_t ngx_http_apikey_cache_init(ngx_shm_zone_t *zone,
     void *data);
-static void ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
+static ngx_uint_t ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_cache_entry_t *e,
     ngx_msec_t now);
 static ngx_int_t ngx_http_apikey_cache_get(ngx_http_request_t *r,
@@ -179,7 +180,8 @@ static ngx_int_t ngx_http_apikey_init(ngx_conf_t *cf);
  * ARGV: key hash, client IP (32 hex), limit, window ms, then each required
  * scope padded with spaces (" events:read ").
  * Returns {code, hash, org, name, scopes, env, expires, limit, remaining,
- * reset ms, retry ms}. Time is Redis's, so every node agrees on the window.
+ * reset ms, retry ms, the key's own limit (0: none)}. Time is Redis's, so
+ * every node agrees on the window.
  * The hash is compared here only to decide whether to spend allowance; the
  * module compares it again in constant time.
  *
@@ -206,9 +208,14 @@ static const char  ngx_http_apikey_script[] =
 "local now = tonumber(ts)\n"
 "local exp = 0\n"
 "if r[6] and r[6] ~= '0' and r[6] ~= '' then exp = tonumber(r[6]) or 0 end\n"
+"local own = 0\n"
+"if r[8] and r[8] ~= '' then\n"
+"  own = tonumber(r[8]) or 0\n"
+"  if own < 0 then own = 0 end\n"
+"end\n"
 "local function res(code, limit, rem, reset, retry)\n"
 "  return {code, r[1], r[2] or '', r[3] or '', r[4] or '', r[9] or 'live',\n"
-"    exp, limit or 0, rem or 0, reset or 0, retry or 0}\n"
+"    exp, limit or 0, rem or 0, reset or 0, retry or 0, own}\n"
 "end\n"
 "if r[5] ~= 'active' then return res(2) end\n"
 "if exp > 0 and exp * 1000 <= now then return res(3) end\n"
@@ -243,10 +250,7 @@ static const char  ngx_http_apikey_script[] =
 "end\n"
 "local limit = tonumber(ARGV[3])\n"
 "if limit == 0 then return res(deny or 7) end\n"
-"if r[8] and r[8] ~= '' then\n"
-"  local own = tonumber(r[8])\n"
-"  if own and own > 0 then limit = own end\n"
-"end\n"
+"if own > 0 then limit = own end\n"
 "local win = tonumber(ARGV[4])\n"
 "local k, old, first = KEYS[2], now - win, nil\n"
 "local h = redis.call('LRANGE', k, '0', '1')\n"
@@ -639,11 +643,11 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
         goto resume;
     }
 
-    if (reply->elements != 11) {
+    if (reply->elements != 12) {
         goto resume;
     }
 
-    for (i = 7; i < 11; i++) {
+    for (i = 7; i < 12; i++) {
         if (e[i]->type != REDIS_REPLY_INTEGER) {
             goto resume;
         }
@@ -675,6 +679,7 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
     ctx->remaining = e[8]->integer;
     ctx->reset_ms = e[9]->integer;
     ctx->retry_ms = e[10]->integer;
+    ctx->own_limit = e[11]->integer;
     ctx->code = e[0]->integer;
 
     if (ctx->code == NGX_HTTP_APIKEY_OK) {
@@ -1003,7 +1008,7 @@ static ngx_int_t
 ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf)
 {
-    u_char      *p, buf[128];
+    u_char                            *p, buf[128];
     ngx_int_t                          rc;
     ngx_str_t                          field;
     ngx_uint_t                         ident;
@@ -1015,20 +1020,14 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
 
     ngx_http_apikey_strip(r, alcf, ident);
 
-    if (ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN) {
-        if (alcf->failure == NGX_HTTP_APIKEY_FAILURE_OPEN
-            && ngx_http_apikey_cache_get(r, ctx, alcf) == NGX_OK)
-        {
-            /* the code (OK, LIMITED or EXPIRED) and the limit are set */
-            if (ctx->code != NGX_HTTP_APIKEY_EXPIRED) {
-                ngx_integrations_stat(keys_open);
-            }
-
-        } else {
-            return ngx_http_apikey_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                        (u_char *) NGX_HTTP_APIKEY_503_BODY,
-                                        sizeof(NGX_HTTP_APIKEY_503_BODY) - 1);
-        }
+    /* the open policy's memory sets the code (OK, LIMITED, EXPIRED) */
+    if (ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN
+        && (alcf->failure != NGX_HTTP_APIKEY_FAILURE_OPEN
+            || ngx_http_apikey_cache_get(r, ctx, alcf) != NGX_OK))
+    {
+        return ngx_http_apikey_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    (u_char *) NGX_HTTP_APIKEY_503_BODY,
+                                    sizeof(NGX_HTTP_APIKEY_503_BODY) - 1);
     }
 
     switch (ctx->code) {
@@ -1328,7 +1327,6 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 {
     ngx_msec_t                      now;
     ngx_integrations_identity_t    *id;
-    ngx_http_apikey_loc_conf_t     *alcf;
     ngx_http_apikey_cache_entry_t  *e;
 
     e = ngx_http_apikey_cache_slot(r, ctx->hash);
@@ -1357,6 +1355,15 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
         return;
     }
 
+    /*
+     * an outage's count belongs to its key; it is not reset when Redis
+     * answers (one worker may be reconnecting while another is not)
+     */
+    if (ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) != 0) {
+        e->open_start = 0;
+        e->open_used = 0;
+    }
+
     ngx_memcpy(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN);
     ngx_memcpy(e->ip, ctx->ip, sizeof(e->ip));
     ngx_memcpy(e->id, id->id.data, NGX_INTEGRATIONS_KEY_ID_LEN);
@@ -1369,18 +1376,8 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
     e->scopes_len = (uint16_t) id->scopes.len;
     ngx_memcpy(e->scopes, id->scopes.data, id->scopes.len);
     e->expires = id->expires;
+    e->own_limit = ctx->own_limit > 0 ? (uint64_t) ctx->own_limit : 0;
     e->at = now;
-
-    /* a limit other than the location's is the key's own */
-    if (ctx->limit > 0) {
-        alcf = ngx_http_get_module_loc_conf(r, ngx_http_apikey_module);
-        e->own_limit = ((uint64_t) ctx->limit != alcf->rate)
-                       ? (uint64_t) ctx->limit : 0;
-    }
-
-    /* Redis answered: an outage's count starts afresh */
-    e->open_start = 0;
-    e->open_used = 0;
 
     ngx_memory_barrier();
     e->lock = 0;
@@ -1413,10 +1410,10 @@ ngx_http_apikey_cache_copy(ngx_pool_t *pool, ngx_str_t *dst, u_char *src,
  * key gets at most its limit per window on this node, counted in its
  * slot (all buckets together) from the outage's first admission: never
  * unlimited. A request the scopes refuse counts nothing. Called with the
- * slot locked.
+ * slot locked; 1: an admission (not refused for the limit or scopes).
  */
 
-static void
+static ngx_uint_t
 ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_cache_entry_t *e,
     ngx_msec_t now)
@@ -1427,18 +1424,6 @@ ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
 
     ctx->code = NGX_HTTP_APIKEY_OK;
     ctx->limit = 0;
-
-    limit = e->own_limit ? e->own_limit : alcf->rate;
-
-    if (alcf->rate == 0 || limit == 0) {
-        return;
-    }
-
-    if (e->open_start == 0 || now - e->open_start >= alcf->window) {
-        e->open_start = now;
-        e->open_used = 0;
-    }
-
     allowed = 1;
 
     if (alcf->scopes) {
@@ -1454,6 +1439,17 @@ ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
         }
     }
 
+    limit = e->own_limit ? e->own_limit : alcf->rate;
+
+    if (alcf->rate == 0 || limit == 0) {
+        return allowed;
+    }
+
+    if (e->open_start == 0 || now - e->open_start >= alcf->window) {
+        e->open_start = now;
+        e->open_used = 0;
+    }
+
     ctx->limit = (int64_t) limit;
     ctx->reset_ms = (int64_t) (e->open_start + alcf->window - now);
 
@@ -1461,7 +1457,7 @@ ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
         ctx->code = NGX_HTTP_APIKEY_LIMITED;
         ctx->remaining = 0;
         ctx->retry_ms = ctx->reset_ms;
-        return;
+        return 0;
     }
 
     if (allowed) {
@@ -1469,6 +1465,8 @@ ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
     }
 
     ctx->remaining = (int64_t) (limit - e->open_used);
+
+    return allowed;
 }
 
 
@@ -1477,7 +1475,8 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf)
 {
     ngx_int_t                       rc;
-    ngx_msec_t                      now;
+    ngx_uint_t                      spin, admitted;
+    ngx_msec_t                      now, at;
     ngx_integrations_identity_t    *id;
     ngx_http_apikey_cache_entry_t  *e;
 
@@ -1486,13 +1485,24 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     }
 
     e = ngx_http_apikey_cache_slot(r, ctx->hash);
-    if (e == NULL || !ngx_atomic_cmp_set(&e->lock, 0, 1)) {
+    if (e == NULL) {
         return NGX_DECLINED;
+    }
+
+    /* held for a copy and a count: a short spin, not a 503 */
+    for (spin = 0; !ngx_atomic_cmp_set(&e->lock, 0, 1); spin++) {
+        if (spin == 1024) {
+            return NGX_DECLINED;
+        }
+
+        ngx_cpu_pause();
     }
 
     now = ngx_http_apikey_now_ms();
     id = &ctx->identity;
     rc = NGX_DECLINED;
+    admitted = 0;
+    at = e->at;
 
     if (e->at
         && e->expires != 0 && e->expires <= ngx_time()
@@ -1526,18 +1536,19 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
         id->expires = e->expires;
 
         if (rc == NGX_OK) {
-            ngx_http_apikey_open_count(ctx, alcf, e, now);
+            admitted = ngx_http_apikey_open_count(ctx, alcf, e, now);
         }
     }
 
     ngx_memory_barrier();
     e->lock = 0;
 
-    if (rc == NGX_OK && ctx->code == NGX_HTTP_APIKEY_OK) {
+    if (admitted) {
+        ngx_integrations_stat(keys_open);
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "apikey: redis unreachable, admitting key \"%V\" "
                       "validated %M ms ago (apikey_redis_failure open)",
-                      &id->id, now - e->at);
+                      &id->id, now - at);
     }
 
     return rc;

@@ -109,11 +109,11 @@ is($got->{key}, $key, 'apikey_pass_key on: the key reaches the backend');
 is($got->{org}, 'acme', '... with the identity');
 
 # a write routed from a read-API location by rewrite: the identity of the
-# key, set once by the final location
+# key as the final location checked it, never the client's
 $got = echo('/v2/integrations/events', 'X-Integrations-Org' => 'victim');
 is($got->{org}, 'acme', 'rewritten write: the identity, not the client\'s');
 
-# a read-API location answers itself: no identity headers to hand on
+# the read API in the same server still answers (it hands nothing on)
 $r = $h->get('/v2/integrations/events', { 'X-Api-Key' => $key });
 is($r->{status}, 200, 'the read API itself');
 

@@ -98,8 +98,10 @@ for my $name (qw(reader other_ip timed writer expiring)) {
 # keys for the outage's own count: the location's limit, and a key's own
 ($k{tight}, $id{tight}) = make_key($h, org => 'acme');
 ($k{own}, $id{own}) = make_key($h, org => 'acme', rate_limit => 2);
+# a key's own limit equal to the location's is still its own elsewhere
+($k{own3}, $id{own3}) = make_key($h, org => 'acme', rate_limit => 3);
 is(get('/tight', $k{$_})->{status}, 200, "$_ validated with Redis up")
-    for qw(tight own);
+    for qw(tight own own3);
 my $t_validated = time;
 my $w = get('/long/write', $k{reader});
 is($w->{status}, 403, 'Redis up: reader lacks events:write, 403');
@@ -128,12 +130,16 @@ ok(!$h->redis_alive, 'Redis is stopped');
 
 # -- never unlimited: at most the limit per window on this node ---------------
 {
-    my @r = map { get('/tight', $k{tight}) } 1 .. 3;
+    my @r = get('/tight', $k{tight});
+    my $w = get('/tight/write', $k{tight});
+    is($w->{status}, 403, 'open: a scope refusal: 403');
+    is($w->{headers}{'ratelimit-remaining'}, 2, '... that counts nothing');
+    push @r, map { get('/tight', $k{tight}) } 1 .. 2;
     is_deeply([ map { $_->{status} } @r ], [ 200, 200, 200 ],
               'open: 3r/2s admits 3 while Redis is down');
     is_deeply([ map { $_->{headers}{'ratelimit-remaining'} } @r ], [ 2, 1, 0 ],
               'open: ... counting down');
-    my $w = get('/tight/write', $k{tight});
+    $w = get('/tight/write', $k{tight});
     is($w->{status}, 403, 'open: a scope refusal at the limit: 403');
     my $t0 = time;
     my $r = get('/tight', $k{tight});
@@ -147,6 +153,10 @@ ok(!$h->redis_alive, 'Redis is stopped');
 
     my @o = map { get('/tight', $k{own})->{status} } 1 .. 3;
     is_deeply(\@o, [ 200, 200, 429 ], 'open: a key\'s own limit (2) holds');
+    my @o3 = map { get('/long', $k{own3})->{status} } 1 .. 4;
+    is_deeply(\@o3, [ 200, 200, 200, 429 ],
+              'open: a key\'s own limit equal to where it was seen (3) holds '
+              . 'in a location of 100r/m');
 
     sleep(2.1 - (time - $t0)) if time - $t0 < 2.1;
     $r = get('/tight', $k{tight});

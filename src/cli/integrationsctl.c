@@ -187,7 +187,7 @@ ictl_usage(FILE *f)
 {
     fputs(
 "usage: integrationsctl [--redis redis://[:pw@]host:port/db\n"
-"                        | unix:/path[?db=N&password=P]]\n"
+"                       | unix:/path[?db=N&password=P]]\n"
 "                       [--prefix P] [--key-prefix qkt] [--pepper S] COMMAND\n"
 "  keys create --org ORG --name NAME [--scopes a,b] [--expires ISO|DURATION]\n"
 "              [--allow-ip CIDR,...] [--rate-limit N] [--env live|test]\n"
@@ -296,8 +296,8 @@ ictl_connect(ictl_t *ctx, const char *url)
 
     } else {
         ictl_error("--redis must be redis://... or unix:/path: \"%s\"",
-                   strchr(url, '@') ? "(not shown: it holds a password)"
-                                    : url);
+                   strchr(url, '@') || strstr(url, "password=")
+                   ? "(not shown: it may hold a password)" : url);
         return ICTL_BAD_INPUT;
     }
 
