@@ -246,6 +246,27 @@ my $ev7 = sprintf '%020d', 7;
     $p->done;
 }
 
+# -- a password with URL characters, percent-encoded ---------------------------
+{
+    my $p = Harness->new(redis_args => ['--requirepass', 'p@ss&w/rd%']);
+    my $enc = 'p%40ss%26w%2Frd%25';
+    my $base = '127.0.0.1:' . $p->redis_port;
+    my ($rc, $k, $err) = create($p, [ '--redis', "redis://:$enc\@$base/0" ],
+                                '--org', 'esc');
+    is($rc, 0, 'redis://, password with @ & / %: percent-encoded, accepted')
+        or diag $err;
+    is($p->redis('HGET', "{k:$k->{id}}", 'org'), 'esc', '... the record');
+    ($rc, $k, $err) = create($p,
+        [ '--redis', 'unix:' . $p->redis_sock . "?password=$enc" ],
+        '--org', 'esc');
+    is($rc, 0, 'unix:, the same password percent-encoded') or diag $err;
+    ($rc, undef, $err) = create($p, [ '--redis', "redis://:p%4\@$base/0" ],
+                                '--org', 'esc');
+    is($rc, 1, 'a bad %XX escape: exit 1');
+    like($err, qr/bad %XX escape/, '... saying so');
+    $p->done;
+}
+
 # -- Redis unreachable: exit 2 -------------------------------------------------
 {
     my $dead = $h->dir . '/no-such.sock';

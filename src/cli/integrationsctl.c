@@ -206,6 +206,38 @@ ictl_usage(FILE *f)
 
 /* -- Redis ------------------------------------------------------------- */
 
+/*
+ * %XX in a password, as in any URL, so that one may hold "@", "&" or "/";
+ * 0: a bad escape
+ */
+static int
+ictl_unescape(char *s)
+{
+    char          *d;
+    unsigned int   v;
+
+    for (d = s; *s; s++) {
+        if (*s != '%') {
+            *d++ = *s;
+            continue;
+        }
+
+        if (!isxdigit((unsigned char) s[1]) || !isxdigit((unsigned char) s[2])
+            || sscanf(s + 1, "%2x", &v) != 1 || v == 0)
+        {
+            return 0;
+        }
+
+        *d++ = (char) v;
+        s += 2;
+    }
+
+    *d = '\0';
+
+    return 1;
+}
+
+
 static int
 ictl_connect(ictl_t *ctx, const char *url)
 {
@@ -311,6 +343,11 @@ ictl_connect(ictl_t *ctx, const char *url)
     redisSetTimeout(ctx->rc, (struct timeval) { 30, 0 });
 
     if (pw && *pw) {
+        if (!ictl_unescape(pw)) {
+            ictl_error("--redis: a bad %%XX escape in the password");
+            return ICTL_BAD_INPUT;
+        }
+
         r = redisCommand(ctx->rc, "AUTH %s", pw);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             ictl_error("Redis AUTH failed: %s",
