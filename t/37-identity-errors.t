@@ -22,6 +22,11 @@ server {
         apikey_scope events:write;
         proxy_pass http://127.0.0.1:%%PORT2%%/echo;
     }
+    location /dotted/ {
+        apikey on;
+        apikey_scope events.read;
+        proxy_pass http://127.0.0.1:%%PORT2%%/echo;
+    }
     location /own/ {
         apikey on;
         proxy_set_header X-Integrations-Org "op-$apikey_org";
@@ -96,6 +101,16 @@ $r = $h->request('POST', '/api/x', { 'X-Api-Key' => $tab }, '{}');
 is($r->{status}, 200, 'a key whose scopes hold a tab: proxied');
 like($r->{content}, qr/^scopes=\n/m, '... without X-Integrations-Scopes');
 like($r->{content}, qr/^org=acme\n/m, '... with the rest of the identity');
+
+# scope names are the operator's tokens: a dotted one works as well
+my ($dot) = make_key($h, org => 'acme', scopes => 'events.read');
+$r = $h->request('POST', '/dotted/x', { 'X-Api-Key' => $dot }, '{}');
+is($r->{status}, 200, 'a dotted scope (events.read): admitted');
+like($r->{content}, qr/^scopes=events\.read$/m, '... and handed on');
+$r = $h->request('POST', '/dotted/x', { 'X-Api-Key' => $key }, '{}');
+is($r->{status}, 403, 'events:read is not events.read: 403');
+is_deeply($h->json($r)->{missingScopes}, ['events.read'],
+          '... naming the dotted scope');
 
 # proxy_set_header of the operator's wins, and is sent once
 $got = echo('/own/x', 'X-Integrations-Org' => 'victim');
