@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # make run: a Redis and an nginx on 127.0.0.1:8080 serving the demo
 # organization's data; prints a demo key. `make stop` (run.sh stop) ends it.
-# Environment: PORT (8080), REDIS_PORT (6390).
+# Environment: PORT (8080), REDIS_PORT (6390), RUN_DIR (build/run),
+# INTEGRATIONS_BUILD (build: the module and CLI to run).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RUN=$ROOT/build/run
+BUILD=$ROOT/${INTEGRATIONS_BUILD:-build}
+RUN=${RUN_DIR:-$ROOT/build/run}
 PORT=${PORT:-8080}
 REDIS_PORT=${REDIS_PORT:-6390}
-CTL="$ROOT/build/integrationsctl --redis redis://127.0.0.1:$REDIS_PORT/0"
+CTL="$BUILD/integrationsctl --redis redis://127.0.0.1:$REDIS_PORT/0"
 
 stop() {
     [ -f "$RUN/nginx.pid" ] && kill "$(cat "$RUN/nginx.pid")" 2>/dev/null || true
@@ -37,7 +39,7 @@ KEY=$($CTL keys create --org demo --name "make run" \
       --scopes events:read,attendees:read --json \
       | sed -n 's/.*"key": *"\([^"]*\)".*/\1/p')
 
-sed -e "s#@MODULE@#$ROOT/build/ngx_http_integrations_module.so#" \
+sed -e "s#@MODULE@#$BUILD/ngx_http_integrations_module.so#" \
     -e "s#@PORT@#$PORT#" -e "s#@REDIS@#127.0.0.1:$REDIS_PORT#" \
     "$ROOT/conf-examples/single-tenant.conf" > "$RUN/nginx.conf"
 mkdir -p "$RUN/logs"
@@ -57,7 +59,7 @@ try:
     curl -s -H "Authorization: Bearer $KEY" http://127.0.0.1:$PORT/v2/integrations/whoami
     curl -s -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/v2/integrations/events?page=1&page_size=50"
     curl -s -H "X-Api-Key: $KEY" "http://127.0.0.1:$PORT/v2/integrations/events/summer-fest/attendees?scanned=true"
-    $ROOT/build/integrationsctl --redis redis://127.0.0.1:$REDIS_PORT/0 keys list --org demo
+    $BUILD/integrationsctl --redis redis://127.0.0.1:$REDIS_PORT/0 keys list --org demo
 
 stop with: make stop
 MSG
