@@ -15,6 +15,7 @@ my $root  = Harness->root;
 my $build = $ENV{INTEGRATIONS_BUILD} // 'build';
 plan skip_all => "no $build/ to run" unless -e "$root/$build/integrationsctl";
 
+mkdir "$root/t/tmp" unless -d "$root/t/tmp";
 my $dir = tempdir('make-run-XXXX', DIR => "$root/t/tmp", CLEANUP => 1);
 my %env = (
     PORT => Harness::_free_port(), REDIS_PORT => Harness::_free_port(),
