@@ -47,6 +47,8 @@
 #define NGX_HTTP_APIKEY_SCOPE_BODY                                            \
     "{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\",\"missingScopes\":["
 #define NGX_HTTP_APIKEY_CACHE_SIZE   4096
+/* client addresses remembered per key (an integrator's NAT pool) */
+#define NGX_HTTP_APIKEY_CACHE_IPS    4
 /* a slot is rewritten at most this often for the same key */
 #define NGX_HTTP_APIKEY_CACHE_FRESH  1000
 
@@ -120,7 +122,9 @@ typedef struct {
     ngx_msec_t                        open_start;  /* an outage's window */
     uint64_t                          open_used;   /* admitted in it */
     u_char                            hash[NGX_INTEGRATIONS_HASH_HEX_LEN];
-    u_char                            ip[33];
+    u_char                            ips[NGX_HTTP_APIKEY_CACHE_IPS][33];
+    u_char                            ip_next;   /* the oldest one */
+    u_char                            ip_count;  /* in use */
     u_char                            id[NGX_INTEGRATIONS_KEY_ID_LEN];
     u_char                            org_len;
     u_char                            name_len;
@@ -144,6 +148,8 @@ static ngx_int_t ngx_http_apikey_find_key(ngx_http_request_t *r,
     ngx_str_t *key);
 static void ngx_http_apikey_cache_put(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
+static ngx_uint_t ngx_http_apikey_cache_has_ip(
+    ngx_http_apikey_cache_entry_t *e, u_char *ip);
 static ngx_int_t ngx_http_apikey_cache_init(ngx_shm_zone_t *zone,
     void *data);
 static ngx_uint_t ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
@@ -1346,7 +1352,7 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
     /* the hot path only reads: refresh a slot at most once a second */
     if (now - e->at < NGX_HTTP_APIKEY_CACHE_FRESH
         && ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0
-        && ngx_strcmp(e->ip, ctx->ip) == 0)
+        && ngx_http_apikey_cache_has_ip(e, ctx->ip))
     {
         return;
     }
@@ -1362,10 +1368,21 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
     if (ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) != 0) {
         e->open_start = 0;
         e->open_used = 0;
+        e->ip_next = 0;
+        e->ip_count = 0;
+    }
+
+    /* a new address replaces the oldest of the key's */
+    if (!ngx_http_apikey_cache_has_ip(e, ctx->ip)) {
+        ngx_memcpy(e->ips[e->ip_next], ctx->ip, sizeof(e->ips[0]));
+        e->ip_next = (e->ip_next + 1) % NGX_HTTP_APIKEY_CACHE_IPS;
+
+        if (e->ip_count < NGX_HTTP_APIKEY_CACHE_IPS) {
+            e->ip_count++;
+        }
     }
 
     ngx_memcpy(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN);
-    ngx_memcpy(e->ip, ctx->ip, sizeof(e->ip));
     ngx_memcpy(e->id, id->id.data, NGX_INTEGRATIONS_KEY_ID_LEN);
     e->org_len = (u_char) id->org.len;
     ngx_memcpy(e->org, id->org.data, id->org.len);
@@ -1381,6 +1398,28 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 
     ngx_memory_barrier();
     e->lock = 0;
+}
+
+
+/*
+ * Bounded compares: put() reads a slot without its lock, and a torn read
+ * must not run past an address.
+ */
+
+static ngx_uint_t
+ngx_http_apikey_cache_has_ip(ngx_http_apikey_cache_entry_t *e, u_char *ip)
+{
+    ngx_uint_t  i, n;
+
+    n = ngx_min(e->ip_count, NGX_HTTP_APIKEY_CACHE_IPS);
+
+    for (i = 0; i < n; i++) {
+        if (ngx_strncmp(e->ips[i], ip, sizeof(e->ips[0])) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -1516,7 +1555,7 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     } else if (e->at
         && ngx_integrations_key_equal(e->hash, ctx->hash,
                                       NGX_INTEGRATIONS_HASH_HEX_LEN)
-        && ngx_strcmp(e->ip, ctx->ip) == 0
+        && ngx_http_apikey_cache_has_ip(e, ctx->ip)
         && now - e->at <= alcf->open_ttl)
     {
         rc = NGX_OK;

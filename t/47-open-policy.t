@@ -102,6 +102,11 @@ for my $name (qw(reader other_ip timed writer expiring)) {
 ($k{own3}, $id{own3}) = make_key($h, org => 'acme', rate_limit => 3);
 is(get('/tight', $k{$_})->{status}, 200, "$_ validated with Redis up")
     for qw(tight own own3);
+# a key used from five addresses (an integrator's NAT pool): the last four
+# are remembered
+($k{pool}, $id{pool}) = make_key($h, org => 'acme');
+is(get('/long', $k{pool}, "127.0.0.$_")->{status}, 200,
+   "pool validated from 127.0.0.$_") for 1 .. 5;
 my $t_validated = time;
 my $w = get('/long/write', $k{reader});
 is($w->{status}, 403, 'Redis up: reader lacks events:write, 403');
@@ -170,6 +175,11 @@ ok(!$h->redis_alive, 'Redis is stopped');
            'open: key validated from 127.0.0.1, sent from 127.0.0.2');
     is(get('/long', $k{other_ip}, '127.0.0.1')->{status}, 200,
        'open: ... and still admitted from 127.0.0.1');
+    is_deeply([ map { get('/long', $k{pool}, "127.0.0.$_")->{status} } 2 .. 5 ],
+              [ (200) x 4 ], 'open: the last four addresses of a key: 200');
+    is_503(get('/long', $k{pool}, '127.0.0.1'),
+           'open: its fifth-last address is forgotten');
+    is_503(get('/long', $k{pool}, '127.0.0.9'), 'open: a new address');
 }
 
 # -- scopes against the remembered record --------------------------------------
