@@ -155,6 +155,9 @@ static ngx_int_t ngx_http_apikey_cache_init(ngx_shm_zone_t *zone,
 static ngx_uint_t ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_cache_entry_t *e,
     ngx_msec_t now);
+static ngx_uint_t ngx_http_apikey_scopes_missing(
+    ngx_http_apikey_loc_conf_t *alcf, u_char *have, size_t have_len,
+    size_t *len);
 static ngx_int_t ngx_http_apikey_cache_get(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
 static ngx_int_t ngx_http_apikey_header_filter(ngx_http_request_t *r);
@@ -768,6 +771,37 @@ ngx_http_apikey_unauthorized(ngx_http_request_t *r,
 }
 
 
+/*
+ * How many of the location's scopes "have" (space-separated) lacks; *len
+ * grows by what listing them in JSON takes (escaped, quoted, a comma).
+ */
+
+static ngx_uint_t
+ngx_http_apikey_scopes_missing(ngx_http_apikey_loc_conf_t *alcf,
+    u_char *have, size_t have_len, size_t *len)
+{
+    ngx_str_t   *s;
+    ngx_uint_t   i, n;
+
+    if (alcf->scopes == NULL) {
+        return 0;
+    }
+
+    s = alcf->scopes->elts;
+    n = 0;
+
+    for (i = 0; i < alcf->scopes->nelts; i++) {
+        if (!ngx_integrations_scope_has(have, have_len, s[i].data, s[i].len))
+        {
+            *len += s[i].len * 2 + 3;
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
 static ngx_int_t
 ngx_http_apikey_scope_refusal(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf)
@@ -777,29 +811,16 @@ ngx_http_apikey_scope_refusal(ngx_http_request_t *r,
     ngx_str_t   *s, v;
     ngx_uint_t   i, n;
 
-    if (alcf->scopes == NULL) {
-        return NGX_OK;
-    }
-
-    s = alcf->scopes->elts;
     len = sizeof("{\"error\":\"Forbidden\",\"code\":\"SCOPE_REQUIRED\","
                  "\"missingScopes\":[]}");
-    n = 0;
-
-    for (i = 0; i < alcf->scopes->nelts; i++) {
-        if (!ngx_integrations_scope_has(ctx->identity.scopes.data,
-                                        ctx->identity.scopes.len,
-                                        s[i].data, s[i].len))
-        {
-            len += s[i].len * 2 + 3;
-            n++;
-        }
-    }
+    n = ngx_http_apikey_scopes_missing(alcf, ctx->identity.scopes.data,
+                                       ctx->identity.scopes.len, &len);
 
     if (n == 0) {
         return NGX_OK;
     }
 
+    s = alcf->scopes->elts;
     body = ngx_pnalloc(r->pool, len);
     h = ngx_pnalloc(r->pool, len + sizeof("Bearer error=\"insufficient_scope\""
                                           ", scope=\"\""));
@@ -940,43 +961,38 @@ ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf,
  * likely). A value with a control character is left out.
  */
 
+typedef struct {
+    ngx_str_t                         name;
+    ngx_str_t                         lowcase;
+    size_t                            field;   /* in the identity */
+} ngx_http_apikey_ident_header_t;
+
+
 static ngx_int_t
 ngx_http_apikey_hand_on(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 {
-    u_char           *p;
-    ngx_str_t        *v;
-    ngx_uint_t        i;
-    ngx_table_elt_t  *h;
+    u_char                          *p;
+    ngx_str_t                       *v;
+    ngx_uint_t                       i;
+    ngx_table_elt_t                 *h;
+    ngx_http_apikey_ident_header_t  *ih;
 
-    static ngx_str_t  names[] = {
-        ngx_string("X-Integrations-Org"),
-        ngx_string("X-Integrations-Key-Id"),
-        ngx_string("X-Integrations-Scopes"),
-        ngx_string("X-Integrations-Env")
+    static ngx_http_apikey_ident_header_t  headers[] = {
+        { ngx_string("X-Integrations-Org"), ngx_string("x-integrations-org"),
+          offsetof(ngx_integrations_identity_t, org) },
+        { ngx_string("X-Integrations-Key-Id"),
+          ngx_string("x-integrations-key-id"),
+          offsetof(ngx_integrations_identity_t, id) },
+        { ngx_string("X-Integrations-Scopes"),
+          ngx_string("x-integrations-scopes"),
+          offsetof(ngx_integrations_identity_t, scopes) },
+        { ngx_string("X-Integrations-Env"), ngx_string("x-integrations-env"),
+          offsetof(ngx_integrations_identity_t, env) }
     };
-    static ngx_str_t  lows[] = {
-        ngx_string("x-integrations-org"),
-        ngx_string("x-integrations-key-id"),
-        ngx_string("x-integrations-scopes"),
-        ngx_string("x-integrations-env")
-    };
 
-    for (i = 0; i < sizeof(names) / sizeof(ngx_str_t); i++) {
-
-        switch (i) {
-        case 0:
-            v = &ctx->identity.org;
-            break;
-        case 1:
-            v = &ctx->identity.id;
-            break;
-        case 2:
-            v = &ctx->identity.scopes;
-            break;
-        default:
-            v = &ctx->identity.env;
-            break;
-        }
+    for (i = 0; i < sizeof(headers) / sizeof(headers[0]); i++) {
+        ih = &headers[i];
+        v = (ngx_str_t *) ((u_char *) &ctx->identity + ih->field);
 
         if (v->len == 0) {
             continue;
@@ -997,9 +1013,9 @@ ngx_http_apikey_hand_on(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        h->key = names[i];
-        h->lowcase_key = lows[i].data;
-        h->hash = ngx_hash_key(lows[i].data, lows[i].len);
+        h->key = ih->name;
+        h->lowcase_key = ih->lowcase.data;
+        h->hash = ngx_hash_key(ih->lowcase.data, ih->lowcase.len);
         h->value = *v;
 #if (nginx_version >= 1023000)
         h->next = NULL;
@@ -1457,26 +1473,15 @@ ngx_http_apikey_open_count(ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_cache_entry_t *e,
     ngx_msec_t now)
 {
+    size_t       len;
     uint64_t     limit;
-    ngx_str_t   *s;
-    ngx_uint_t   i, allowed;
+    ngx_uint_t   allowed;
 
     ctx->code = NGX_HTTP_APIKEY_OK;
     ctx->limit = 0;
-    allowed = 1;
-
-    if (alcf->scopes) {
-        s = alcf->scopes->elts;
-
-        for (i = 0; i < alcf->scopes->nelts; i++) {
-            if (!ngx_integrations_scope_has(e->scopes, e->scopes_len,
-                                            s[i].data, s[i].len))
-            {
-                allowed = 0;
-                break;
-            }
-        }
-    }
+    len = 0;
+    allowed = (ngx_http_apikey_scopes_missing(alcf, e->scopes, e->scopes_len,
+                                              &len) == 0);
 
     limit = e->own_limit ? e->own_limit : alcf->rate;
 
@@ -1543,20 +1548,19 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     admitted = 0;
     at = e->at;
 
-    if (e->at
-        && e->expires != 0 && e->expires <= ngx_time()
-        && ngx_integrations_key_equal(e->hash, ctx->hash,
-                                      NGX_INTEGRATIONS_HASH_HEX_LEN))
+    if (e->at == 0
+        || !ngx_integrations_key_equal(e->hash, ctx->hash,
+                                       NGX_INTEGRATIONS_HASH_HEX_LEN))
     {
+        /* another key's slot, or none: a miss */
+
+    } else if (e->expires != 0 && e->expires <= ngx_time()) {
         /* its recorded expiry passed: 401, as with Redis up */
         ctx->code = NGX_HTTP_APIKEY_EXPIRED;
         rc = NGX_OK;
 
-    } else if (e->at
-        && ngx_integrations_key_equal(e->hash, ctx->hash,
-                                      NGX_INTEGRATIONS_HASH_HEX_LEN)
-        && ngx_http_apikey_cache_has_ip(e, ctx->ip)
-        && now - e->at <= alcf->open_ttl)
+    } else if (ngx_http_apikey_cache_has_ip(e, ctx->ip)
+               && now - e->at <= alcf->open_ttl)
     {
         rc = NGX_OK;
 

@@ -242,12 +242,15 @@ static int
 ictl_connect(ictl_t *ctx, const char *url)
 {
     int             db, port;
-    char            host[1024], *pw, *p, *end, buf[1024];
+    char            host[1024], *pw, *p, *end, *path, buf[1024];
     redisReply     *r;
     struct timeval  tv = { 5, 0 };
 
     db = 0;
+    port = 0;
     pw = NULL;
+    path = NULL;
+    host[0] = '\0';
 
     if (strlen(url) >= sizeof(buf)) {
         ictl_error("--redis is too long");
@@ -288,7 +291,7 @@ ictl_connect(ictl_t *ctx, const char *url)
             p = end;
         }
 
-        ctx->rc = redisConnectUnixWithTimeout(buf + 5, tv);
+        path = buf + 5;
 
     } else if (strncmp(buf, "redis://", 8) == 0) {
         p = buf + 8;
@@ -324,7 +327,6 @@ ictl_connect(ictl_t *ctx, const char *url)
         }
 
         snprintf(host, sizeof(host), "%s", *p ? p : "127.0.0.1");
-        ctx->rc = redisConnectWithTimeout(host, port, tv);
 
     } else {
         ictl_error("--redis must be redis://... or unix:/path: \"%s\"",
@@ -332,6 +334,14 @@ ictl_connect(ictl_t *ctx, const char *url)
                    ? "(not shown: it may hold a password)" : url);
         return ICTL_BAD_INPUT;
     }
+
+    if (pw && *pw && !ictl_unescape(pw)) {
+        ictl_error("--redis: a bad %%XX escape in the password");
+        return ICTL_BAD_INPUT;
+    }
+
+    ctx->rc = path ? redisConnectUnixWithTimeout(path, tv)
+                   : redisConnectWithTimeout(host, port, tv);
 
     if (ctx->rc == NULL || ctx->rc->err) {
         ictl_error("cannot connect to Redis at %s: %s",
@@ -343,11 +353,6 @@ ictl_connect(ictl_t *ctx, const char *url)
     redisSetTimeout(ctx->rc, (struct timeval) { 30, 0 });
 
     if (pw && *pw) {
-        if (!ictl_unescape(pw)) {
-            ictl_error("--redis: a bad %%XX escape in the password");
-            return ICTL_BAD_INPUT;
-        }
-
         r = redisCommand(ctx->rc, "AUTH %s", pw);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             ictl_error("Redis AUTH failed: %s",
