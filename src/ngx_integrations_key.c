@@ -108,18 +108,23 @@ ngx_integrations_key_parse(const unsigned char *key, size_t len,
     parts->id = p;
     p += NGX_INTEGRATIONS_KEY_ID_LEN + 1;
 
-    /* secret */
-    if ((size_t) (last - p) != NGX_INTEGRATIONS_KEY_SECRET_LEN) {
+    /* secret: base62, its last characters the checksum */
+    n = (size_t) (last - p);
+
+    if (n < NGX_INTEGRATIONS_KEY_SECRET_MIN
+        || n > NGX_INTEGRATIONS_KEY_SECRET_MAX)
+    {
         return -1;
     }
 
-    for (i = 0; i < NGX_INTEGRATIONS_KEY_SECRET_LEN; i++) {
+    for (i = 0; i < n; i++) {
         if (!ngx_integrations_is_base62(p[i])) {
             return -1;
         }
     }
 
     parts->secret = p;
+    parts->secret_len = n;
 
     body = len - NGX_INTEGRATIONS_KEY_CHECKSUM_LEN;
     ngx_integrations_key_checksum(key, body, sum);

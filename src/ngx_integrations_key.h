@@ -14,15 +14,17 @@
 
 
 #define NGX_INTEGRATIONS_KEY_ID_LEN        8
+/* the CLI makes 32 random characters and the checksum */
 #define NGX_INTEGRATIONS_KEY_RANDOM_LEN    32
 #define NGX_INTEGRATIONS_KEY_CHECKSUM_LEN  6
-#define NGX_INTEGRATIONS_KEY_SECRET_LEN                                       \
-    (NGX_INTEGRATIONS_KEY_RANDOM_LEN + NGX_INTEGRATIONS_KEY_CHECKSUM_LEN)
+/* the secrets accepted (SPEC: at least 32, checksum included) */
+#define NGX_INTEGRATIONS_KEY_SECRET_MIN    32
+#define NGX_INTEGRATIONS_KEY_SECRET_MAX    128
 #define NGX_INTEGRATIONS_KEY_PREFIX_MAX    8
 /* prefix_env_id_secret */
 #define NGX_INTEGRATIONS_KEY_MAX_LEN                                          \
     (NGX_INTEGRATIONS_KEY_PREFIX_MAX + 1 + 4 + 1 + NGX_INTEGRATIONS_KEY_ID_LEN \
-     + 1 + NGX_INTEGRATIONS_KEY_SECRET_LEN)
+     + 1 + NGX_INTEGRATIONS_KEY_SECRET_MAX)
 #define NGX_INTEGRATIONS_HASH_HEX_LEN      64
 
 
@@ -32,7 +34,8 @@ typedef struct {
     const unsigned char  *env;          /* "live" or "test" */
     size_t                env_len;
     const unsigned char  *id;           /* NGX_INTEGRATIONS_KEY_ID_LEN */
-    const unsigned char  *secret;       /* NGX_INTEGRATIONS_KEY_SECRET_LEN */
+    const unsigned char  *secret;       /* checksum included */
+    size_t                secret_len;
 } ngx_integrations_key_parts_t;
 
 

@@ -932,7 +932,8 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
     for (attempt = 0; attempt < 5; attempt++) {
         if (ictl_random_text(id, 8, "abcdefghijklmnopqrstuvwxyz0123456789",
                              36) != 0
-            || ictl_random_text(rnd, 32, ictl_base62, 62) != 0)
+            || ictl_random_text(rnd, NGX_INTEGRATIONS_KEY_RANDOM_LEN,
+                                ictl_base62, 62) != 0)
         {
             ictl_error("no randomness from the OS: %s", strerror(errno));
             return ICTL_REDIS;

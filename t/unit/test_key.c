@@ -72,6 +72,35 @@ rate(const char *s, uint64_t *n, uint64_t *w)
 }
 
 
+/*
+ * A key whose secret is n random characters and the checksum: the parse
+ * result, or (len) the secret length the parse found.
+ */
+static int
+with_secret(int n, int len)
+{
+    int                           i, rc;
+    char                          key[256];
+    size_t                        body;
+    ngx_integrations_key_parts_t  parts;
+
+    body = (size_t) sprintf(key, "qkt_test_zz99yy88_");
+
+    for (i = 0; i < n; i++) {
+        key[body++] = "0123456789ABCDEFGHIJabcdefghij"[i % 30];
+    }
+
+    ngx_integrations_key_checksum((unsigned char *) key, body,
+                                  (unsigned char *) key + body);
+    body += 6;
+
+    memset(&parts, 0, sizeof(parts));
+    rc = ngx_integrations_key_parse((unsigned char *) key, body, &parts);
+
+    return len ? (int) parts.secret_len : rc;
+}
+
+
 /* the digits written, and nothing past them */
 static int
 decimal(int64_t n, const char *expect)
@@ -144,6 +173,14 @@ main(void)
     memset(bad, 'a', 100);
     bad[100] = '\0';
     ok(parse(bad) != 0, "overlong refused");
+
+    /* SPEC: a secret of at least 32 characters, the checksum included */
+    ok(with_secret(26, 0) == 0 && with_secret(26, 1) == 32,
+       "a 32-character secret parses");
+    ok(with_secret(25, 0) != 0, "a 31-character secret is refused");
+    ok(with_secret(122, 0) == 0 && with_secret(122, 1) == 128,
+       "a 128-character secret parses");
+    ok(with_secret(123, 0) != 0, "a 129-character secret is refused");
 
     ngx_integrations_key_hash((unsigned char *) "abc", 3, NULL, 0, h);
     ok(memcmp(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2"
