@@ -101,13 +101,40 @@ my $before = $snap->();
 import_ok(nd($event, @att));
 is($snap->(), $before, 'importing the same file again changes nothing');
 {
-    # a line without "updated" is stamped with the time of its import
+    # a line without "updated" is stamped with Redis's time of its write
     my %e = %$event;
     delete $e{updated};
+    my ($t0) = $h->redis('TIME');
     import_ok(nd(\%e));
+    my ($t1) = $h->redis('TIME');
     my $u = $J->decode($h->redis('HGET', $E, 'item'))->{updated};
-    like($u, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, 'updated stamped');
-    ok(abs($h->redis('HGET', $E, 'updated') - time) < 5, 'with the import time');
+    like($u, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+         'updated stamped, to the millisecond');
+    is($J->decode($h->redis('HGET', $E, 'detail'))->{updated}, $u,
+       '... the detail the same');
+    my $score = $h->redis('HGET', $E, 'updated');
+    my @t = gmtime int $score;
+    is(sprintf('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', $t[5] + 1900,
+               $t[4] + 1, @t[3, 2, 1, 0],
+               int(($score - int $score) * 1000 + 0.5)),
+       $u, '... the updated_since score the same time');
+    ok($score >= $t0 && $score <= $t1 + 1, '... during the import');
+    # "updated": null is stamped as well (it was written as "", which
+    # Redis refused half way through the line's writes)
+    $e{updated} = undef;
+    $e{title} = 'Fest null';
+    import_ok(nd(\%e));
+    like($J->decode($h->redis('HGET', $E, 'item'))->{updated},
+         qr/^\d{4}-.*\.\d{3}Z$/, '"updated": null is stamped');
+
+    # the forms the API's filters read are imported too
+    my $at = $h->redis('HGET', $E, 'starts');
+    for my $st ('2026-09-01T21:00:00+02', '2026-09-01T21:00:00+0200',
+                '2026-09-01T19:00:00,0Z', '2026-09-01T14:30-04:30')
+    {
+        import_ok(nd({ %$event, starts => $st }));
+        is($h->redis('HGET', $E, 'starts'), $at, "starts $st");
+    }
     import_ok(nd($event));
 }
 
@@ -166,6 +193,10 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
             . "\"name\":\"\xff\xfe\",\"createdTime\":\"2026-09-01T00:00:00Z\"}",
         { kind => 'attendee', event => 'other', id => -1, scanned => 'yes',
           createdTime => '2026-09-01T00:00:00Z' },
+        { kind => 'event', id => 10, slug => 'pub', title => 'P',
+          starts => '2026-10-01T10:00:00Z', published => 'true' },
+        { kind => 'event', id => 11, slug => 'zone', title => 'Z',
+          starts => '2026-10-01T10:00:00+24:00' },
     );
     my ($rc, $out, $err) = $h->ctl_stdin($text, 'data', 'import',
                                          '--org', 'acme', '-');
@@ -180,6 +211,10 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
     like($err, qr/line 11: "id" must be a non-negative integer/, 'line 11: id');
     like($err, qr/line 11: "scanned" must be true or false/,
          'line 11: every failure of a line');
+    like($err, qr/line 12: "published" must be true or false/,
+         'line 12: published as a string');
+    like($err, qr/line 13: "starts" must be an ISO-8601/,
+         'line 13: an offset of 24 hours');
     unlike($err, qr/line (1|2|4|5):/, 'good lines are not blamed');
     like($err, qr/nothing imported/, 'says nothing was imported');
     is($h->redis('DBSIZE'), $dbsize, 'nothing written: same number of keys');

@@ -31,6 +31,8 @@
 #define ICTL_MAX_KEYS    10
 #define ICTL_BATCH       1000
 #define ICTL_MAX_ERRORS  20
+/* "updated" until the script stamps it: as long as the stamp */
+#define ICTL_PLACEHOLDER "0000-00-00T00:00:00.000Z"
 
 
 typedef struct {
@@ -72,9 +74,101 @@ static const char  ictl_record_lua[] =
 "  redis.call('SET', vk, t[1] .. string.rep('0', 6 - #t[2]) .. t[2])\n"      \
 "end\n"
 
-/* D: upsert an event; ARGV[4] is the detail without its ticketTypes */
+/*
+ * A line without "updated" is stamped here, with Redis's clock when the
+ * write becomes visible (the CLI's clock at the start of an import left a
+ * gap that an incremental sync fell into): stamped(s, at) writes the
+ * ISO time, milliseconds, over the 24-character placeholder at "at".
+ * The stamp's epoch (with its milliseconds) is the updated_since score.
+ */
+#define ICTL_STAMP                                                           \
+"local function stamp()\n"                                                   \
+"  local t = redis.call('TIME')\n"                                           \
+"  local s, ms = tonumber(t[1]), math.floor(tonumber(t[2]) / 1000)\n"        \
+"  local z = math.floor(s / 86400)\n"                                        \
+"  local r = s - z * 86400\n"                                                \
+"  z = z + 719468\n"                                                         \
+"  local era = math.floor(z / 146097)\n"                                     \
+"  local doe = z - era * 146097\n"                                           \
+"  local yoe = math.floor((doe - math.floor(doe / 1460)\n"                   \
+"    + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)\n"         \
+"  local doy = doe - (365 * yoe + math.floor(yoe / 4)\n"                     \
+"    - math.floor(yoe / 100))\n"                                             \
+"  local mp = math.floor((5 * doy + 2) / 153)\n"                             \
+"  local d = doy - math.floor((153 * mp + 2) / 5) + 1\n"                     \
+"  local m = mp < 10 and mp + 3 or mp - 9\n"                                 \
+"  local y = yoe + era * 400 + (m <= 2 and 1 or 0)\n"                        \
+"  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,\n"   \
+"    math.floor(r / 3600), math.floor(r % 3600 / 60), r % 60, ms),\n"        \
+"    t[1] .. string.format('.%03d', ms)\n"                                   \
+"end\n"                                                                      \
+"local function stamped(s, at, iso)\n"                                       \
+"  at = tonumber(at)\n"                                                      \
+"  return s:sub(1, at - 1) .. iso .. s:sub(at + 24)\n"                       \
+"end\n"
+
+/*
+ * A script that failed half way would leave its first writes: the scores
+ * it will write are checked before any (the CLI checked the times; this
+ * is the last line of defence against a line half written).
+ */
+#define ICTL_SCORES(starts, updated)                                         \
+"if not tonumber(" starts ") or not (" updated ") then\n"                    \
+"  return redis.error_reply('a time is not a number')\n"                     \
+"end\n"
+
+/*
+ * D: upsert an event. ARGV[4]: the detail's item fields (an unclosed
+ * object), ARGV[21]: the line's other fields ("{...}" or ""); the stored
+ * detail's other fields that the line leaves out are kept, like its
+ * ticket types, so that a list item imported back loses nothing.
+ * members() splits an object that jansson wrote (compact) into its
+ * members' texts, so that kept values stay byte for byte. ARGV[19],
+ * ARGV[20]: where the item's and the detail's "updated" is to be
+ * stamped, or "0".
+ */
 static const char  ictl_event_lua[] =
+ICTL_STAMP
+"local function members(s)\n"
+"  local out, i, n = {}, 2, #s\n"
+"  while i < n do\n"
+"    local j = i + 1\n"
+"    while true do\n"
+"      j = s:find('[\\\\\"]', j)\n"
+"      if s:byte(j) == 34 then break end\n"
+"      j = j + 2\n"
+"    end\n"
+"    local v, k, depth = j + 2, j + 2, 0\n"
+"    while true do\n"
+"      k = s:find('[\"{}%[%],]', k)\n"
+"      local c = s:byte(k)\n"
+"      if c == 34 then\n"
+"        k = k + 1\n"
+"        while true do\n"
+"          k = s:find('[\\\\\"]', k)\n"
+"          if s:byte(k) == 34 then break end\n"
+"          k = k + 2\n"
+"        end\n"
+"      elseif c == 123 or c == 91 then depth = depth + 1\n"
+"      elseif depth == 0 then break\n"
+"      elseif c ~= 44 then depth = depth - 1\n"
+"      end\n"
+"      k = k + 1\n"
+"    end\n"
+"    out[#out + 1] = {s:sub(i, j), s:sub(v, k - 1)}\n"
+"    i = k + 1\n"
+"  end\n"
+"  return out\n"
+"end\n"
 "local D, id, slug = KEYS[1], ARGV[1], ARGV[2]\n"
+"local item, detail, upd = ARGV[3], ARGV[4], ARGV[10]\n"
+ICTL_SCORES("ARGV[6]", "ARGV[19] ~= '0' or tonumber(upd)")
+"if ARGV[19] ~= '0' then\n"
+"  local iso\n"
+"  iso, upd = stamp()\n"
+"  item = stamped(item, ARGV[19], iso)\n"
+"  detail = stamped(detail, ARGV[20], iso)\n"
+"end\n"
 "local E = D .. ':ev:' .. id\n"
 "local other = redis.call('HGET', D .. ':slugs', slug)\n"
 "if other and other ~= id then\n"
@@ -88,20 +182,49 @@ static const char  ictl_event_lua[] =
 "    redis.call('HSET', E, f, ARGV[10 + 2 * i])\n"
 "  end\n"
 "end\n"
+"local rest, seen = {}, {}\n"
+"if ARGV[21] ~= '' then\n"
+"  for _, m in ipairs(members(ARGV[21])) do\n"
+"    rest[#rest + 1] = m[1] .. ':' .. m[2]\n"
+"    seen[m[1]] = true\n"
+"  end\n"
+"end\n"
+"local stored = redis.call('HGET', E, 'detail')\n"
+"if stored then\n"
+"  for _, f in ipairs({'id', 'slug', 'title', 'starts', 'ends', 'status',\n"
+"      'published', 'passCount', 'revenue', 'updated', 'ticketTypes'}) do\n"
+"    seen['\"' .. f .. '\"'] = true\n"
+"  end\n"
+"  for _, m in ipairs(members(stored)) do\n"
+"    if not seen[m[1]] then rest[#rest + 1] = m[1] .. ':' .. m[2] end\n"
+"  end\n"
+"end\n"
+"if #rest > 0 then detail = detail .. ',' .. table.concat(rest, ',') end\n"
 "local tt = redis.call('HGET', E, 'tt') or '[]'\n"
-"redis.call('HSET', E, 'item', ARGV[3],\n"
-"  'detail', ARGV[4] .. ',\"ticketTypes\":' .. tt .. '}',\n"
+"redis.call('HSET', E, 'item', item,\n"
+"  'detail', detail .. ',\"ticketTypes\":' .. tt .. '}',\n"
 "  'slug', slug, 'search', ARGV[5], 'starts', ARGV[6], 'ends', ARGV[7],\n"
-"  'status', ARGV[8], 'published', ARGV[9], 'updated', ARGV[10])\n"
+"  'status', ARGV[8], 'published', ARGV[9], 'updated', upd)\n"
 "redis.call('ZADD', D .. ':events', ARGV[6], id)\n"
-"redis.call('HSET', D .. ':items', id, ARGV[3])\n"
+"redis.call('HSET', D .. ':items', id, item)\n"
 "redis.call('HSET', D .. ':slugs', slug, id)\n"
 ICTL_BUMP_VERSION("D")
 "return 1\n";
 
-/* E (KEYS[2]: its D): upsert an attendee, moving it between indexes */
+/*
+ * E (KEYS[2]: its D): upsert an attendee, moving it between indexes;
+ * ARGV[9]: where its "updated" is to be stamped, or "0"
+ */
 static const char  ictl_attendee_lua[] =
+ICTL_STAMP
 "local E, m, ct = KEYS[1], ARGV[1], ARGV[2]\n"
+"local item, upd = ARGV[3], ARGV[8]\n"
+ICTL_SCORES("ct", "ARGV[9] ~= '0' or tonumber(upd)")
+"if ARGV[9] ~= '0' then\n"
+"  local iso\n"
+"  iso, upd = stamp()\n"
+"  item = stamped(item, ARGV[9], iso)\n"
+"end\n"
 "local old = redis.call('HGET', E .. ':am', m)\n"
 "if old then\n"
 "  local s, p, c = string.match(old, '^(%d)(%d):(.*)$')\n"
@@ -110,7 +233,7 @@ static const char  ictl_attendee_lua[] =
 "  if c ~= '' then redis.call('ZREM', E .. ':c:' .. c, m) end\n"
 "end\n"
 "redis.call('ZADD', E .. ':att', ct, m)\n"
-"redis.call('HSET', E .. ':ai', m, ARGV[3])\n"
+"redis.call('HSET', E .. ':ai', m, item)\n"
 "redis.call('HSET', E .. ':as', m, ARGV[4])\n"
 "redis.call('ZADD', E .. ':s' .. ARGV[5], ct, m)\n"
 "redis.call('ZADD', E .. ':p' .. ARGV[6], ct, m)\n"
@@ -118,7 +241,7 @@ static const char  ictl_attendee_lua[] =
 "  redis.call('ZADD', E .. ':c:' .. ARGV[7], ct, m)\n"
 "  redis.call('SADD', E .. ':cats', ARGV[7])\n"
 "end\n"
-"redis.call('ZADD', E .. ':upd', ARGV[8], m)\n"
+"redis.call('ZADD', E .. ':upd', upd, m)\n"
 "redis.call('HSET', E .. ':am', m, ARGV[5] .. ARGV[6] .. ':' .. ARGV[7])\n"
 ICTL_BUMP_VERSION("KEYS[2]")
 "return 1\n";
@@ -523,7 +646,8 @@ ictl_digits(const char *s, int n, int *v)
 
 
 /*
- * ISO-8601: YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS[.fff]][Z|+-HH:MM].
+ * ISO-8601 as the API's filters read it: YYYY-MM-DD or
+ * YYYY-MM-DDTHH:MM[:SS[.fff|,fff]][Z|+-HH:MM|+-HHMM|+-HH].
  * Epoch seconds (fractions kept) in *t; 0 on success.
  */
 static int
@@ -560,7 +684,7 @@ ictl_parse_iso(const char *s, double *t)
             }
             s += 3;
 
-            if (*s == '.') {
+            if (*s == '.' || *s == ',') {
                 s++;
                 if (!isdigit((unsigned char) *s)) {
                     return -1;
@@ -580,13 +704,17 @@ ictl_parse_iso(const char *s, double *t)
                 return -1;
             }
             s += 3;
-            if (*s == ':') {
-                s++;
+            zm = 0;
+            if (*s == ':' || isdigit((unsigned char) *s)) {
+                s += (*s == ':');
+                if (ictl_digits(s, 2, &zm)) {
+                    return -1;
+                }
+                s += 2;
             }
-            if (ictl_digits(s, 2, &zm)) {
+            if (zh > 23 || zm > 59) {
                 return -1;
             }
-            s += 2;
             frac -= sign * (zh * 3600 + zm * 60);
         }
     }
@@ -634,10 +762,66 @@ ictl_num(double v, char *buf, size_t size)
 }
 
 
+/* the fewest significant digits, up to 17, that read back as v */
+static int
+ictl_real_digits(double v)
+{
+    int   p;
+    char  buf[40];
+
+    for (p = 1; p < 17; p++) {
+        snprintf(buf, sizeof(buf), "%.*g", p, v);
+        if (strtod(buf, NULL) == v) {
+            return p;
+        }
+    }
+
+    return 17;
+}
+
+
+/* the most digits any number in v needs; 0 if it holds none */
+static int
+ictl_precision(json_t *v)
+{
+    int          p, max;
+    size_t       i;
+    json_t      *e;
+    const char  *key;
+
+    max = 0;
+
+    if (json_is_real(v)) {
+        return ictl_real_digits(json_real_value(v));
+    }
+
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, e) {
+            p = ictl_precision(e);
+            max = p > max ? p : max;
+        }
+
+    } else if (json_is_object(v)) {
+        json_object_foreach(v, key, e) {
+            p = ictl_precision(e);
+            max = p > max ? p : max;
+        }
+    }
+
+    return max;
+}
+
+
+/*
+ * Compact, in the order given, and numbers as short as they can be
+ * written and read back the same (19.99, not jansson's 17 digits,
+ * 19.989999999999998): what was imported is what the API returns.
+ */
 static char *
 ictl_dump(json_t *v)
 {
-    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_SORT_KEYS);
+    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY
+                         | JSON_REAL_PRECISION(ictl_precision(v)));
 }
 
 
@@ -1377,7 +1561,6 @@ typedef struct {
     json_t      *redis_ids;  /* slug -> id known in Redis, or null */
     long         line;
     int          errors;
-    char         iso_now[32];
     double       now;
     long         events;
     long         attendees;
@@ -1553,6 +1736,12 @@ ictl_validate(ictl_import_t *im, json_t *obj)
         ictl_time_ok(im, obj, "ends", 0);
         ictl_time_ok(im, obj, "updated", 0);
 
+        /* liveOnly reads it: "true" (a string) would hide the event */
+        v = json_object_get(obj, "published");
+        if (v && !json_is_boolean(v) && !json_is_null(v)) {
+            ictl_bad(im, "\"published\" must be true or false");
+        }
+
         v = json_object_get(obj, "ticketTypes");
         if (v && !json_is_array(v)) {
             ictl_bad(im, "\"ticketTypes\" must be an array");
@@ -1702,13 +1891,48 @@ ictl_drain(ictl_import_t *im, ictl_pipe_t *pp)
 }
 
 
+/*
+ * Where the placeholder of "updated", the last of the item's fields, is
+ * in the JSON text s (closed: s ends with "}"), as the script's 1-based
+ * position; the script writes the stamp over it.
+ */
+static int
+ictl_stamp_at(const char *s, int closed, char *at)
+{
+    size_t  len, n;
+
+    n = sizeof(ICTL_PLACEHOLDER) - 1;
+    len = s ? strlen(s) : 0;
+
+    if (len < n + 2 + (closed ? 1 : 0)) {
+        goto fail;
+    }
+
+    len -= 1 + (closed ? 1 : 0);
+
+    if (memcmp(s + len - n, ICTL_PLACEHOLDER, n) != 0) {
+        goto fail;
+    }
+
+    snprintf(at, 32, "%zu", len - n + 1);
+
+    return ICTL_OK;
+
+fail:
+
+    ictl_error("internal error: no \"updated\" to stamp");
+
+    return ICTL_REDIS;
+}
+
+
 static int
 ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
 {
     int          argc, i;
-    char        *item, *detail, *search, *s;
+    char        *item, *detail, *search, *rest_text, *s;
     char         pad[32], starts[32], ends[32], upd[32], E[320], cat[32],
-                 ct[32];
+                 ct[32], at_item[32], at_detail[32];
     size_t       lens[32];
     json_t      *v;
     const char  *argv[32], *k, *names[4] = {
@@ -1716,29 +1940,41 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
                      "categoryFields" };
     char        *extra[4];
     const char  *id;
-    int          rc;
+    int          rc, stamp;
 
     k = ictl_str(obj, "kind");
-    item = detail = search = NULL;
+    item = detail = search = rest_text = NULL;
     memset(extra, 0, sizeof(extra));
     rc = ICTL_OK;
 
-    if (!json_object_get(obj, "updated") && strcmp(k, "delete_attendee")) {
-        json_object_set_new(obj, "updated", json_string(im->iso_now));
+    /* no "updated" of its own: the script stamps it, see ICTL_STAMP */
+    v = json_object_get(obj, "updated");
+    stamp = (v == NULL || json_is_null(v))
+            && strcmp(k, "delete_attendee") != 0;
+
+    if (stamp) {
+        json_object_set_new(obj, "updated", json_string(ICTL_PLACEHOLDER));
     }
+
+    at_item[0] = '0';
+    at_item[1] = '\0';
+    at_detail[0] = '0';
+    at_detail[1] = '\0';
 
     if (strcmp(k, "event") == 0) {
         snprintf(pad, sizeof(pad), "%020lld",
                  (long long) json_integer_value(json_object_get(obj, "id")));
 
         item = ictl_object(obj, ictl_event_fields, 1);
+        rc = stamp ? ictl_stamp_at(item, 1, at_item) : ICTL_OK;
+        if (rc != ICTL_OK) {
+            goto done;
+        }
 
-        /* detail: the item's fields, then the rest as given */
+        /* detail: the item's fields, then the rest (merged by the script) */
         {
             json_t      *rest;
             const char  *key;
-            char        *tail;
-            size_t       n;
 
             rest = json_object();
             json_object_foreach(obj, key, v) {
@@ -1759,23 +1995,14 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
                 }
             }
 
-            s = ictl_object(obj, ictl_event_fields, 0);
-            tail = json_object_size(rest) ? ictl_dump(rest) : NULL;
-            json_decref(rest);
-
-            n = strlen(s) + (tail ? strlen(tail) : 0) + 2;
-            detail = malloc(n);
-            if (detail == NULL) {
-                /* reported below: argv has a NULL */
-            } else if (tail) {
-                /* "{...}" of the rest, spliced in without its braces */
-                snprintf(detail, n, "%s,%.*s", s, (int) strlen(tail) - 2,
-                         tail + 1);
-            } else {
-                snprintf(detail, n, "%s", s);
+            detail = ictl_object(obj, ictl_event_fields, 0);
+            rc = stamp ? ictl_stamp_at(detail, 0, at_detail) : ICTL_OK;
+            if (rc != ICTL_OK) {
+                json_decref(rest);
+                goto done;
             }
-            free(s);
-            free(tail);
+            rest_text = json_object_size(rest) ? ictl_dump(rest) : NULL;
+            json_decref(rest);
         }
 
         s = malloc(strlen(ictl_str(obj, "title"))
@@ -1817,6 +2044,10 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
             argv[argc++] = v ? extra[i] : "";
         }
 
+        argv[argc++] = at_item;
+        argv[argc++] = at_detail;
+        argv[argc++] = rest_text ? rest_text : "";
+
         im->events++;
 
     } else {
@@ -1845,6 +2076,10 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
             json_object_del(obj, "kind");
             json_object_del(obj, "event");
             item = ictl_object(obj, ictl_attendee_fields, 1);
+            rc = stamp ? ictl_stamp_at(item, 1, at_item) : ICTL_OK;
+            if (rc != ICTL_OK) {
+                goto done;
+            }
 
             s = malloc(strlen(ictl_str(obj, "name"))
                        + strlen(ictl_str(obj, "email"))
@@ -1883,6 +2118,7 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
                            ? "1" : "0";
             argv[argc++] = cat;
             argv[argc++] = upd;
+            argv[argc++] = at_item;
             im->attendees++;
         }
     }
@@ -1908,6 +2144,7 @@ done:
     free(item);
     free(detail);
     free(search);
+    free(rest_text);
     for (i = 0; i < 4; i++) {
         free(extra[i]);
     }
@@ -1999,7 +2236,6 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
     im.redis_ids = json_object();
     t0 = ictl_now();
     im.now = t0;
-    ictl_iso((time_t) t0, im.iso_now, sizeof(im.iso_now));
 
     if (strcmp(path, "-") == 0) {
         /* spooled, so that nothing is written before all is checked */
