@@ -250,7 +250,7 @@ static void ngx_http_integrations_invalid(ngx_http_integrations_query_t *q,
 static ngx_int_t ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v);
 static ngx_int_t ngx_http_integrations_bool(ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
-    ngx_uint_t end_of_day, ngx_str_t *score, int64_t *sec);
+    ngx_uint_t end_of_day, ngx_str_t *score, int64_t *sec, int64_t *nsec);
 static ngx_int_t ngx_http_integrations_bad_request(ngx_http_request_t *r,
     ngx_http_integrations_query_t *q);
 static ngx_int_t ngx_http_integrations_unauthorized(ngx_http_request_t *r);
@@ -647,7 +647,8 @@ ngx_http_integrations_start(ngx_http_request_t *r,
     ngx_http_integrations_loc_conf_t *ilcf, ngx_integrations_identity_t *id)
 {
     u_char                                 *p;
-    int64_t                                 from, to, start;
+    int64_t                                 from, to, start, from_ns,
+                                            to_ns;
     ngx_int_t                               rc;
     ngx_str_t                              *a, ev, env, part[4], *v;
     ngx_uint_t                              params, def, max, i;
@@ -743,12 +744,14 @@ ngx_http_integrations_start(ngx_http_request_t *r,
 
     from = 0;
     to = 0;
+    from_ns = 0;
+    to_ns = 0;
 
     if (v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM].data
         && ngx_http_integrations_time(r->pool,
                                       &v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM],
                                       0, &v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM],
-                                      &from)
+                                      &from, &from_ns)
            != NGX_OK)
     {
         ngx_http_integrations_invalid(q, NGX_HTTP_INTEGRATIONS_P_DATE_FROM,
@@ -761,7 +764,7 @@ ngx_http_integrations_start(ngx_http_request_t *r,
         && ngx_http_integrations_time(r->pool,
                                       &v[NGX_HTTP_INTEGRATIONS_P_DATE_TO],
                                       1, &v[NGX_HTTP_INTEGRATIONS_P_DATE_TO],
-                                      &to)
+                                      &to, &to_ns)
            != NGX_OK)
     {
         ngx_http_integrations_invalid(q, NGX_HTTP_INTEGRATIONS_P_DATE_TO,
@@ -770,9 +773,15 @@ ngx_http_integrations_start(ngx_http_request_t *r,
         ngx_str_null(&v[NGX_HTTP_INTEGRATIONS_P_DATE_TO]);
     }
 
+    /*
+     * A date alone as dateTo ends where the next day starts ("(" score):
+     * before dateFrom if that is at or before it; else to the nanosecond.
+     */
     if (v[NGX_HTTP_INTEGRATIONS_P_DATE_FROM].data
         && v[NGX_HTTP_INTEGRATIONS_P_DATE_TO].data
-        && to < from)
+        && (v[NGX_HTTP_INTEGRATIONS_P_DATE_TO].data[0] == '('
+            ? to <= from
+            : to < from || (to == from && to_ns < from_ns)))
     {
         ngx_http_integrations_invalid(q, NGX_HTTP_INTEGRATIONS_P_DATE_TO,
                                       "must not be before dateFrom");
@@ -782,7 +791,7 @@ ngx_http_integrations_start(ngx_http_request_t *r,
         && ngx_http_integrations_time(r->pool,
                                   &v[NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE],
                                   0, &v[NGX_HTTP_INTEGRATIONS_P_UPDATED_SINCE],
-                                  &from)
+                                  &from, &from_ns)
            != NGX_OK)
     {
         ngx_http_integrations_invalid(q,
@@ -2719,7 +2728,7 @@ ngx_http_integrations_digits(u_char **pp, u_char *end, ngx_uint_t n,
 
 static ngx_int_t
 ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
-    ngx_uint_t end_of_day, ngx_str_t *score, int64_t *sec)
+    ngx_uint_t end_of_day, ngx_str_t *score, int64_t *sec, int64_t *nsec)
 {
     u_char      *p, *end, *frac, *o;
     int64_t      days, t, y;
@@ -2867,6 +2876,11 @@ ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
     }
 
     *sec = t;
+
+    /* the time is t + nsec / 10^9 */
+    for (*nsec = 0, i = 0; i < 9; i++) {
+        *nsec = *nsec * 10 + (i < nfrac ? frac[i] - '0' : 0);
+    }
 
     o = ngx_pnalloc(pool, NGX_INT64_LEN + 12);
     if (o == NULL) {

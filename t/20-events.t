@@ -226,6 +226,22 @@ for my $bad ('page=abc', 'page=-1', 'page=1.5', 'page=', 'page=%201',
 ($r, $j) = api('dateFrom=2026-05-01&dateTo=2026-04-01');
 is $r->{status}, 400, 'dateTo before dateFrom is 400';
 is $j->{details}[0]{field}, 'dateTo', '... names dateTo';
+for my $q ('dateFrom=2026-05-02&dateTo=2026-05-01',
+           'dateFrom=2026-05-01T10:00:00.5Z&dateTo=2026-05-01T10:00:00.4Z',
+           'dateFrom=2026-05-01T10:00:00.5Z&dateTo=2026-05-01T10:00:00Z')
+{
+    ($r, $j) = api($q);
+    is $r->{status}, 400, "$q: dateTo before dateFrom";
+    is $j->{details}[0]{field}, 'dateTo', '... names dateTo';
+}
+for my $q ('dateFrom=2026-05-01&dateTo=2026-05-01',
+           'dateFrom=2026-05-01T23:59:59.9Z&dateTo=2026-05-01',
+           'dateFrom=2026-05-01T10:00:00.5Z&dateTo=2026-05-01T10:00:00.5Z',
+           'dateFrom=2026-05-01T10:00:00.4Z&dateTo=2026-05-01T10:00:00.5Z')
+{
+    ($r, $j) = api($q);
+    is $r->{status}, 200, "$q: a range";
+}
 
 for my $ok ('page=1', 'page=0001', 'page_size=1', 'page_size=100',
             'limit=100', 'liveOnly=true', 'liveOnly=false', 'liveOnly=TRUE',
