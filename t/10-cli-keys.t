@@ -93,12 +93,17 @@ for my $bad (
     ['--expires', 'tomorrow'], ['--expires', '2001-01-01T00:00:00Z'],
     ['--rate-limit', '0'], ['--rate-limit', 'x'], ['--env', 'prod'],
     ['--scopes', 'a,,b'], ['--scopes', 'has space'],
+    ['--allow-ip', ',,'], ['--name', "line\nbreak"], ['--name', "nul\x01"],
 ) {
     my ($r, undef, $err) = create('--org', 'acme', '--name', 'x', @$bad);
-    is($r, 1, "create @$bad: exit 1");
+    (my $what = "@$bad") =~ s/[\x00-\x1f]/?/g;
+    is($r, 1, "create $what: exit 1");
     like($err, qr/^integrationsctl: /, "... with a message");
 }
 is(($h->ctl('keys', 'create', '--name', 'x'))[0], 1, 'missing --org: 1');
+is(($h->ctl('--prefix', 'p' x 65, 'keys', 'create', '--org', 'acme',
+            '--name', 'x'))[0], 1,
+   'a --prefix longer than 64 (key names would be cut short): 1');
 is(($h->ctl('keys', 'create', '--org', 'a}b', '--name', 'x'))[0], 1,
    'org with a brace: 1');
 is(($h->ctl('keys', 'revoke', '--org', 'other', $k->{id}))[0], 1,

@@ -197,6 +197,11 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
           starts => '2026-10-01T10:00:00Z', published => 'true' },
         { kind => 'event', id => 11, slug => 'zone', title => 'Z',
           starts => '2026-10-01T10:00:00+24:00' },
+        "\0{\"kind\":\"event\",\"id\":\"garbage\"}",
+        { kind => 'attendee', event => 'other', id => 105, name => 'x' x 1100000,
+          createdTime => '2026-09-01T00:00:00Z' },
+        { kind => 'attendee', event => 'other', id => 106, name => 5,
+          createdTime => '2026-09-01T00:00:00Z' },
     );
     my ($rc, $out, $err) = $h->ctl_stdin($text, 'data', 'import',
                                          '--org', 'acme', '-');
@@ -215,6 +220,9 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
          'line 12: published as a string');
     like($err, qr/line 13: "starts" must be an ISO-8601/,
          'line 13: an offset of 24 hours');
+    like($err, qr/line 14: a NUL byte/, 'line 14: a NUL byte');
+    like($err, qr/line 15: longer than 1048576 bytes/, 'line 15: 1 MB');
+    like($err, qr/line 16: "name" must be a string/, 'line 16: a number');
     unlike($err, qr/line (1|2|4|5):/, 'good lines are not blamed');
     like($err, qr/nothing imported/, 'says nothing was imported');
     is($h->redis('DBSIZE'), $dbsize, 'nothing written: same number of keys');
@@ -223,6 +231,66 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
     my ($rc2, undef, $err2) = $h->ctl('data', 'import', '--org', 'acme',
                                       '/nonexistent.ndjson');
     is($rc2, 1, 'missing file: exit 1');
+}
+
+# -- input that is not a plain file ----------------------------------------------
+{
+    my $ctl = join ' ', map { "'$_'" } $h->build . '/integrationsctl',
+        '--redis', $h->redis_url;
+    my %san = $ENV{INTEGRATIONS_ASAN} ? $h->_sanitizer_options : ();
+    local @ENV{ keys %san } = values %san;
+    my $dir = $h->dir;
+    open my $fh, '>', "$dir/pipe.ndjson" or die $!;
+    print $fh nd({ %$event, id => 21, slug => 'piped' });
+    close $fh;
+    my $rc = system("cat '$dir/pipe.ndjson' | $ctl data import --org pipe"
+                    . " /dev/stdin 2>'$dir/pipe.err'") >> 8;
+    is($rc, 0, 'a pipe as FILE: exit 0');
+    is($h->redis('HGET', '{o:pipe}:live:slugs', 'piped'), $m->(21),
+       '... and its lines are imported (it was read once, then found empty)');
+    mkdir "$dir/adir";
+    my ($rc2, undef, $err2) = $h->ctl('data', 'import', '--org', 'pipe',
+                                      "$dir/adir");
+    is($rc2, 1, 'a directory as FILE: exit 1');
+    like($err2, qr/is a directory/, '... says so');
+}
+
+# -- Redis refusing writes half way: the line is named, nothing half written --
+{
+    my $O = '{o:oom}:live:ev:' . $m->(1);
+    my @lines = ({ kind => 'event', id => 1, slug => 'big', title => 'Big',
+                   starts => '2026-10-01T10:00:00Z' });
+    push @lines, map { { kind => 'attendee', event => 'big', id => $_,
+                         name => "Person $_ " . ('x' x 300),
+                         createdTime => '2026-09-01T00:00:00Z' } } 1 .. 20000;
+    my ($used) = grep { /^used_memory:/ } $h->redis('INFO', 'memory');
+    $used =~ s/\D//g;
+    $h->redis('CONFIG', 'SET', 'maxmemory', $used + 1_500_000);
+    my ($rc, undef, $err) = $h->ctl_stdin(nd(@lines), 'data', 'import',
+                                          '--org', 'oom', '-');
+    $h->redis('CONFIG', 'SET', 'maxmemory', 0);
+    is($rc, 2, 'Redis out of memory: exit 2');
+    my ($n) = $err =~ /line (\d+): Redis: OOM/;
+    ok($n && $n > 2, 'the first refused line is named') or diag $err;
+    is(scalar(() = $err =~ /Redis:/g), 1, '... once, not for every line after');
+    like($err, qr/import stopped: the lines before line $n are written/,
+         '... and what was written');
+    $n //= 0;
+    my @sizes = (scalar $h->redis('ZCARD', "$O:att"),
+                 scalar $h->redis('HLEN', "$O:ai"),
+                 scalar $h->redis('HLEN', "$O:am"),
+                 scalar $h->redis('ZCARD', "$O:upd"));
+    is_deeply(\@sizes, [ ($sizes[0]) x 4 ],
+              'every attendee written is in every index (none half written)');
+    ok($sizes[0] >= $n - 2 && $sizes[0] < 20000, "... $sizes[0] of them");
+    ($rc) = $h->ctl_stdin(nd(@lines), 'data', 'import', '--org', 'oom', '-');
+    is($rc, 0, 'run again once Redis takes writes');
+    is($h->redis('ZCARD', "$O:att"), 20000, '... the whole file is there');
+    my (undef, undef, $e1) = $h->ctl_stdin(nd(
+        { kind => 'delete_attendee', event => 'big', id => 1 },
+        { kind => 'delete_attendee', event => 'big', id => 999999 }),
+        'data', 'import', '--org', 'oom', '-');
+    like($e1, qr/ 1 deletions/, 'only attendees that were there are counted');
 }
 
 # -- test and live apart ----------------------------------------------------------

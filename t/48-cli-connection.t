@@ -237,6 +237,18 @@ my $ev7 = sprintf '%020d', 7;
     is($rc, 1, 'unix socket, db=x: exit 1');
     is($p->redis('-n', 2, 'DBSIZE'), $size, '... nothing written');
 
+    # redis://: a database or port that is not a number is refused (the
+    # database read as 0 wrote into another one)
+    my $at = '127.0.0.1:' . $p->redis_port;
+    $size = $p->redis('DBSIZE');
+    for my $bad ("redis://$at/abc", "redis://$at/2x",
+                 'redis://127.0.0.1:99999/0', 'redis://127.0.0.1:x/0') {
+        ($rc, undef, $err) = create($p, [ '--redis', $bad ], '--org', 'u');
+        is($rc, 1, "$bad: exit 1");
+        like($err, qr/must be (a number|1-65535)/, '... saying what it must be');
+    }
+    is($p->redis('DBSIZE'), $size, '... nothing written');
+
     # an address that cannot be reached is named without its password
     ($rc, undef, $err) = create($p,
         [ '--redis', 'redis://:hunter2@127.0.0.1:1/0' ], '--org', 'pw');

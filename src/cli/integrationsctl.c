@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include <hiredis/hiredis.h>
@@ -31,6 +32,10 @@
 #define ICTL_MAX_KEYS    10
 #define ICTL_BATCH       1000
 #define ICTL_MAX_ERRORS  20
+/* --prefix: the Redis key names of the longest org still fit */
+#define ICTL_PREFIX_MAX  64
+/* an import line: a value this big would hold Redis for every tenant */
+#define ICTL_LINE_MAX    (1024 * 1024)
 /* "updated" until the script stamps it: as long as the stamp */
 #define ICTL_PLACEHOLDER "0000-00-00T00:00:00.000Z"
 
@@ -430,15 +435,27 @@ ictl_connect(ictl_t *ctx, const char *url)
         if (end) {
             *end++ = '\0';
             if (*end) {
+                if (strspn(end, "0123456789") != strlen(end)
+                    || strlen(end) > 5)
+                {
+                    ictl_error("--redis: the database must be a number");
+                    return ICTL_BAD_INPUT;
+                }
                 db = atoi(end);
             }
         }
 
         port = 6379;
         end = strrchr(p, ':');
-        if (end && !strchr(p, ']')) {
+        if (end && (!strchr(p, ']') || end > strchr(p, ']'))) {
             *end++ = '\0';
             port = atoi(end);
+            if (strspn(end, "0123456789") != strlen(end) || port < 1
+                || port > 65535)
+            {
+                ictl_error("--redis: the port must be 1-65535");
+                return ICTL_BAD_INPUT;
+            }
         }
 
         if (*p == '[') {
@@ -1024,6 +1041,13 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
         return ICTL_BAD_INPUT;
     }
 
+    for (i = 0; o->name[i]; i++) {
+        if ((unsigned char) o->name[i] < 0x20 || o->name[i] == 0x7f) {
+            ictl_error("--name must not contain control characters");
+            return ICTL_BAD_INPUT;
+        }
+    }
+
     if (strcmp(o->env, "live") != 0 && strcmp(o->env, "test") != 0) {
         ictl_error("--env must be live or test");
         return ICTL_BAD_INPUT;
@@ -1061,10 +1085,12 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
 
     nets[0] = '\0';
     if (o->allow_ip && *o->allow_ip
-        && ngx_integrations_ip_list_nets((const unsigned char *) o->allow_ip,
-                                         strlen(o->allow_ip), nets,
-                                         sizeof(nets)) != 0)
+        && (ngx_integrations_ip_list_nets((const unsigned char *) o->allow_ip,
+                                          strlen(o->allow_ip), nets,
+                                          sizeof(nets)) != 0
+            || nets[0] == '\0'))
     {
+        /* ",," named no address: stored, it would allow every one */
         ictl_error("invalid --allow-ip \"%s\"", o->allow_ip);
         return ICTL_BAD_INPUT;
     }
@@ -1643,6 +1669,20 @@ ictl_time_ok(ictl_import_t *im, json_t *obj, const char *f, int required)
 }
 
 
+/* a string or null */
+static void
+ictl_text_ok(ictl_import_t *im, json_t *obj, const char *f)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, f);
+
+    if (v && !json_is_string(v) && !json_is_null(v)) {
+        ictl_bad(im, "\"%s\" must be a string", f);
+    }
+}
+
+
 /* the event id a slug maps to in Redis (cached), or NULL */
 static const char *
 ictl_redis_slug(ictl_import_t *im, const char *slug)
@@ -1732,6 +1772,9 @@ ictl_validate(ictl_import_t *im, json_t *obj)
             ictl_bad(im, "\"title\" must be a string");
         }
 
+        /* the status filter reads it */
+        ictl_text_ok(im, obj, "status");
+
         ictl_time_ok(im, obj, "starts", 1);
         ictl_time_ok(im, obj, "ends", 0);
         ictl_time_ok(im, obj, "updated", 0);
@@ -1782,6 +1825,12 @@ ictl_validate(ictl_import_t *im, json_t *obj)
 
         ictl_time_ok(im, obj, "createdTime", 1);
         ictl_time_ok(im, obj, "updated", 0);
+
+        /* what search reads: a number there would never be found */
+        ictl_text_ok(im, obj, "name");
+        ictl_text_ok(im, obj, "email");
+        ictl_text_ok(im, obj, "phone");
+        ictl_text_ok(im, obj, "reference");
 
         v = json_object_get(obj, "promo");
         if (v && !json_is_boolean(v) && !json_is_null(v)) {
@@ -1860,6 +1909,12 @@ ictl_epoch_of(json_t *obj, const char *f, char *buf, size_t size)
 typedef struct {
     char         sha[5][41];
     long         queued;
+    long         sent;              /* commands sent, replies read */
+    long         read;
+    long         lines[ICTL_BATCH]; /* the line of each command in flight */
+    char         deletes[ICTL_BATCH];  /* ... and whether it deletes */
+    long         failed;            /* the first line Redis refused, or 0 */
+    long         deletions;         /* attendees deleted that were there */
 } ictl_pipe_t;
 
 
@@ -1868,6 +1923,9 @@ ictl_drain(ictl_import_t *im, ictl_pipe_t *pp)
 {
     int          rc;
     redisReply  *r;
+
+    int          deletes;
+    long         line;
 
     rc = ICTL_OK;
 
@@ -1878,10 +1936,21 @@ ictl_drain(ictl_import_t *im, ictl_pipe_t *pp)
             return ICTL_REDIS;
         }
         pp->queued--;
+        deletes = pp->deletes[pp->read % ICTL_BATCH];
+        line = pp->lines[pp->read++ % ICTL_BATCH];
 
+        /* each line is one script: refused, it wrote nothing */
         if (r->type == REDIS_REPLY_ERROR) {
-            ictl_error("Redis: %s", r->str);
+            if (pp->failed == 0) {
+                ictl_error("line %ld: Redis: %s", line, r->str);
+                pp->failed = line;
+            }
             rc = ICTL_REDIS;
+
+        } else if (deletes && r->type == REDIS_REPLY_INTEGER
+                   && r->integer == 1)
+        {
+            pp->deletions++;
         }
 
         freeReplyObject(r);
@@ -2070,7 +2139,6 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
             argv[argc++] = E;
             argv[argc++] = im->D;
             argv[argc++] = pad;
-            im->deletions++;
 
         } else {
             json_object_del(obj, "kind");
@@ -2133,6 +2201,8 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
     }
 
     redisAppendCommandArgv(im->ctx->rc, argc, argv, lens);
+    pp->deletes[pp->sent % ICTL_BATCH] = (strcmp(k, "delete_attendee") == 0);
+    pp->lines[pp->sent++ % ICTL_BATCH] = im->line;
     pp->queued++;
 
     if (pp->queued >= ICTL_BATCH) {
@@ -2172,13 +2242,29 @@ ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
     while ((n = getline(&line, &cap, f)) != -1) {
         im->line++;
 
-        for (p = line; *p == ' ' || *p == '\t' || *p == '\r' || *p == '\n';
+        /* by length: a NUL byte is not the end of a line, but bad JSON */
+        for (p = line; p < line + n
+                       && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n');
              p++)
         {
             /* void */
         }
 
-        if (*p == '\0') {
+        if (p == line + n) {
+            continue;
+        }
+
+        if (n > ICTL_LINE_MAX) {
+            if (pp == NULL) {
+                ictl_bad(im, "longer than %d bytes", ICTL_LINE_MAX);
+            }
+            continue;
+        }
+
+        if (memchr(line, '\0', (size_t) n)) {
+            if (pp == NULL) {
+                ictl_bad(im, "a NUL byte is not JSON");
+            }
             continue;
         }
 
@@ -2207,13 +2293,60 @@ ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
         }
     }
 
+    if (rc == ICTL_OK && ferror(f)) {
+        ictl_error("cannot read the input: %s", strerror(errno));
+        rc = ICTL_BAD_INPUT;
+    }
+
     free(line);
 
-    if (pp && rc == ICTL_OK) {
-        rc = ictl_drain(im, pp);
+    if (pp && (rc == ICTL_OK || rc == ICTL_REDIS)) {
+        /* the replies of what was sent: the line Redis refused first */
+        if (ictl_drain(im, pp) != ICTL_OK) {
+            rc = ICTL_REDIS;
+        }
+    }
+
+    if (pp && pp->failed) {
+        ictl_error("import stopped: the lines before line %ld are written, "
+                   "line %ld is not (each line is written whole or not at "
+                   "all); the import is idempotent: run it again once "
+                   "Redis takes writes", pp->failed, pp->failed);
     }
 
     return rc;
+}
+
+
+/* in, copied to a temporary file, rewound; NULL after an error said */
+static FILE *
+ictl_spool(FILE *in, const char *path)
+{
+    char    buf[65536];
+    FILE   *f;
+    size_t  n;
+
+    f = tmpfile();
+    if (f == NULL) {
+        ictl_error("cannot create a temporary file: %s", strerror(errno));
+        return NULL;
+    }
+
+    while ((n = fread(buf, 1, sizeof(buf), in)) > 0) {
+        if (fwrite(buf, 1, n, f) != n) {
+            ictl_error("cannot write a temporary file: %s", strerror(errno));
+            fclose(f);
+            return NULL;
+        }
+    }
+
+    if (ferror(in) || fflush(f) != 0 || fseek(f, 0, SEEK_SET) != 0) {
+        ictl_error("%s: %s", path, strerror(errno));
+        fclose(f);
+        return NULL;
+    }
+
+    return f;
 }
 
 
@@ -2221,9 +2354,10 @@ static int
 ictl_data_import(ictl_t *ctx, const char *org, const char *env,
     const char *path)
 {
-    int            rc, c;
-    FILE          *f;
+    int            rc;
+    FILE          *f, *in;
     double         t0;
+    struct stat    st;
     ictl_pipe_t    pp;
     ictl_import_t  im;
 
@@ -2237,25 +2371,39 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
     t0 = ictl_now();
     im.now = t0;
 
-    if (strcmp(path, "-") == 0) {
-        /* spooled, so that nothing is written before all is checked */
-        f = tmpfile();
-        if (f == NULL) {
-            ictl_error("cannot create a temporary file: %s", strerror(errno));
-            return ICTL_BAD_INPUT;
-        }
+    in = stdin;
+    f = NULL;
 
-        while ((c = getchar()) != EOF) {
-            putc(c, f);
+    if (strcmp(path, "-") != 0) {
+        in = fopen(path, "r");
+        if (in == NULL) {
+            ictl_error("%s: %s", path, strerror(errno));
+            rc = ICTL_BAD_INPUT;
+            goto done;
         }
+    }
 
-        rewind(f);
+    if (fstat(fileno(in), &st) != 0 || S_ISDIR(st.st_mode)) {
+        ictl_error("%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory"
+                                                       : strerror(errno));
+        rc = ICTL_BAD_INPUT;
+        goto done;
+    }
+
+    if (S_ISREG(st.st_mode)) {
+        f = in;
 
     } else {
-        f = fopen(path, "r");
+        /* a pipe is read twice: spooled, nothing is written before all
+         * of it was checked */
+        f = ictl_spool(in, path);
+        if (in != stdin) {
+            fclose(in);
+        }
+        in = NULL;
         if (f == NULL) {
-            ictl_error("%s: %s", path, strerror(errno));
-            return ICTL_BAD_INPUT;
+            rc = ICTL_BAD_INPUT;
+            goto done;
         }
     }
 
@@ -2282,18 +2430,28 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
         goto done;
     }
 
-    rewind(f);
+    if (fseek(f, 0, SEEK_SET) != 0) {
+        ictl_error("%s: cannot read it again: %s", path, strerror(errno));
+        rc = ICTL_BAD_INPUT;
+        goto done;
+    }
+
     rc = ictl_pass(&im, f, &pp);
 
     if (rc == ICTL_OK) {
         fprintf(stderr, "imported: %ld events, %ld attendees, %ld deletions "
                 "(%ld lines) in %.2f s\n", im.events, im.attendees,
-                im.deletions, im.line, ictl_now() - t0);
+                pp.deletions, im.line, ictl_now() - t0);
     }
 
 done:
 
-    fclose(f);
+    if (f && f != stdin) {
+        fclose(f);
+    }
+    if (in && in != stdin && in != f) {
+        fclose(in);
+    }
     json_decref(im.slugs);
     json_decref(im.redis_ids);
 
@@ -2581,6 +2739,12 @@ main(int argc, char **argv)
 
     if (strchr(ctx.prefix, '{') || strchr(ctx.prefix, '}')) {
         ictl_error("--prefix must not contain braces");
+        return ICTL_BAD_INPUT;
+    }
+
+    /* key names are built in fixed buffers: never cut one short */
+    if (strlen(ctx.prefix) > ICTL_PREFIX_MAX) {
+        ictl_error("--prefix is longer than %d characters", ICTL_PREFIX_MAX);
         return ICTL_BAD_INPUT;
     }
 
