@@ -12,7 +12,7 @@ CC        ?= cc
 CFLAGS    ?= -O2 -g -Wall -Wextra -Wno-unused-parameter
 SRCS       = $(wildcard src/*.c src/*.h) config
 CLI_SRCS   = $(wildcard src/cli/*.c src/cli/*.h) src/ngx_integrations_key.c \
-	         src/ngx_integrations_key.h
+	         src/ngx_integrations_key.h src/ngx_integrations_fold.h
 
 .PHONY: all deps module cli run stop test test-asan unit bench script-cost lint clean
 

@@ -247,6 +247,8 @@ static ngx_int_t ngx_http_integrations_query(ngx_http_request_t *r,
     ngx_http_integrations_query_t *q);
 static void ngx_http_integrations_invalid(ngx_http_integrations_query_t *q,
     ngx_uint_t p, const char *message);
+static ngx_int_t ngx_http_integrations_search(ngx_pool_t *pool,
+    ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v);
 static ngx_int_t ngx_http_integrations_bool(ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
@@ -275,6 +277,25 @@ static ngx_str_t  ngx_http_integrations_params[] = {
 
 
 /*
+ * found(text): does the stored (folded) text hold the search term, or
+ * its ASCII-lowered form after a "\n" (text imported before folding)?
+ */
+#define NGX_HTTP_INTEGRATIONS_FOUND                                           \
+"local search2\n"                                                            \
+"do\n"                                                                       \
+"  local nl = string.find(search, string.char(10), 1, true)\n"              \
+"  if nl then\n"                                                             \
+"    search, search2 = string.sub(search, 1, nl - 1),\n"                     \
+"      string.sub(search, nl + 1)\n"                                         \
+"  end\n"                                                                    \
+"end\n"                                                                      \
+"local function found(text)\n"                                               \
+"  return string.find(text, search, 1, true)\n"                              \
+"    or (search2 and string.find(text, search2, 1, true))\n"                 \
+"end\n"
+
+
+/*
  * Events of one data set.
  * KEYS[1]: D = P{o:<org>}:<env>.
  * ARGV: start, size, status (lowercase or ""), search (lowercase or ""),
@@ -294,6 +315,7 @@ static const char  ngx_http_integrations_events_script[] =
 "local D = KEYS[1]\n"
 "local start, size = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
 "local status, search = ARGV[3], ARGV[4]\n"
+NGX_HTTP_INTEGRATIONS_FOUND
 "local dmin, dmax = ARGV[5], ARGV[6]\n"
 "local now, since = tonumber(ARGV[7]), tonumber(ARGV[8])\n"
 "local z, ev = D .. ':events', D .. ':ev:'\n"
@@ -343,8 +365,7 @@ static const char  ngx_http_integrations_events_script[] =
 "    if status ~= '' and string.lower(f[1] or '') ~= status then\n"
 "      ok = false\n"
 "    end\n"
-"    if ok and search ~= ''\n"
-"      and not string.find(f[2] or '', search, 1, true) then\n"
+"    if ok and search ~= '' and not found(f[2] or '') then\n"
 "      ok = false\n"
 "    end\n"
 "    if ok and now then\n"
@@ -434,6 +455,7 @@ static const char  ngx_http_integrations_attendees_script[] =
 "local D, ref = KEYS[1], ARGV[1]\n"
 "local start, size = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
 "local search, cat, scanned, promo = ARGV[4], ARGV[5], ARGV[6], ARGV[7]\n"
+NGX_HTTP_INTEGRATIONS_FOUND
 "local since = tonumber(ARGV[8])\n"
 "local cont = ARGV[9] ~= ''\n"
 "local id = redis.call('HGET', D .. ':slugs', ref)\n"
@@ -471,7 +493,7 @@ static const char  ngx_http_integrations_attendees_script[] =
 "  if search ~= '' and #ms > 0 then\n"
 "    local sv, keep = redis.call('HMGET', as, unpack(ms)), {}\n"
 "    for j = 1, #ms do\n"
-"      if sv[j] and string.find(sv[j], search, 1, true) then\n"
+"      if sv[j] and found(sv[j]) then\n"
 "        keep[#keep + 1] = ms[j]\n"
 "      end\n"
 "    end\n"
@@ -2538,7 +2560,7 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
         }
     }
 
-    /* texts: compared in lowercase (ASCII) by the scripts */
+    /* texts: status compared in lowercase (ASCII), search folded */
 
     for (i = NGX_HTTP_INTEGRATIONS_P_STATUS;
          i <= NGX_HTTP_INTEGRATIONS_P_SEARCH;
@@ -2546,6 +2568,14 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
     {
         if (v[i].len > NGX_HTTP_INTEGRATIONS_MAX_TEXT) {
             ngx_http_integrations_invalid(q, i, "must be at most 256 bytes");
+            continue;
+        }
+
+        if (i == NGX_HTTP_INTEGRATIONS_P_SEARCH && v[i].len) {
+            if (ngx_http_integrations_search(r->pool, &v[i]) != NGX_OK) {
+                ngx_http_integrations_invalid(q, i,
+                                        "must not contain control characters");
+            }
             continue;
         }
 
@@ -2645,6 +2675,45 @@ ngx_http_integrations_invalid(ngx_http_integrations_query_t *q, ngx_uint_t p,
 
 
 /* digits only, at most 18 of them */
+
+/*
+ * The search term as the scripts take it: case-folded as the CLI folds the
+ * stored text (ngx_integrations_fold), and, where that differs from
+ * ASCII-only lowercase, "\n" and that too, since text imported before
+ * 2026-12-02 was lowered in ASCII only. A control character (the stored
+ * fields are joined by "\n") is refused.
+ */
+static ngx_int_t
+ngx_http_integrations_search(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] < 0x20 || s->data[i] == 0x7f) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = ngx_pnalloc(pool, 2 * s->len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_integrations_fold(p, s->data, s->len);
+    ngx_strlow(p + s->len + 1, s->data, s->len);
+
+    if (ngx_memcmp(p, p + s->len + 1, s->len) != 0) {
+        p[s->len] = '\n';
+        s->len = 2 * s->len + 1;
+
+    }
+
+    s->data = p;
+
+    return NGX_OK;
+}
+
 
 static ngx_int_t
 ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v)

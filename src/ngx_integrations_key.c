@@ -18,6 +18,7 @@
 #include <zlib.h>
 
 #include "ngx_integrations_key.h"
+#include "ngx_integrations_fold.h"
 
 
 static const char  ngx_integrations_base62[] =
@@ -798,4 +799,85 @@ ngx_integrations_decimal(unsigned char *dst, int64_t n)
     }
 
     return dst;
+}
+
+
+
+/* the lowercase of a BMP code point, or cp itself: a binary search */
+static unsigned
+ngx_integrations_fold_cp(unsigned cp)
+{
+    size_t  lo, hi, mid;
+
+    lo = 0;
+    hi = sizeof(ngx_integrations_fold_table)
+         / sizeof(ngx_integrations_fold_table[0]);
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        if (ngx_integrations_fold_table[mid][0] == cp) {
+            return ngx_integrations_fold_table[mid][1];
+        }
+
+        if (ngx_integrations_fold_table[mid][0] < cp) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return cp;
+}
+
+
+size_t
+ngx_integrations_fold(unsigned char *dst, const unsigned char *src,
+    size_t len)
+{
+    size_t    i;
+    unsigned  cp;
+
+    for (i = 0; i < len; i++) {
+        if (src[i] < 0x80) {
+            dst[i] = (src[i] >= 'A' && src[i] <= 'Z')
+                     ? (unsigned char) (src[i] | 0x20) : src[i];
+            continue;
+        }
+
+        /* two- and three-byte sequences: the table keeps their length */
+        if (src[i] >= 0xc2 && src[i] <= 0xdf && i + 1 < len
+            && (src[i + 1] & 0xc0) == 0x80)
+        {
+            cp = ngx_integrations_fold_cp(((src[i] & 0x1fu) << 6)
+                                          | (src[i + 1] & 0x3fu));
+            dst[i] = (unsigned char) (0xc0 | (cp >> 6));
+            dst[i + 1] = (unsigned char) (0x80 | (cp & 0x3f));
+            i++;
+            continue;
+        }
+
+        if (src[i] >= 0xe0 && src[i] <= 0xef && i + 2 < len
+            && (src[i + 1] & 0xc0) == 0x80 && (src[i + 2] & 0xc0) == 0x80)
+        {
+            cp = ((src[i] & 0x0fu) << 12) | ((src[i + 1] & 0x3fu) << 6)
+                 | (src[i + 2] & 0x3fu);
+
+            /* overlong or surrogate: not a letter, kept as it is */
+            if (cp >= 0x800 && (cp < 0xd800 || cp > 0xdfff)) {
+                cp = ngx_integrations_fold_cp(cp);
+            }
+
+            dst[i] = (unsigned char) (0xe0 | (cp >> 12));
+            dst[i + 1] = (unsigned char) (0x80 | ((cp >> 6) & 0x3f));
+            dst[i + 2] = (unsigned char) (0x80 | (cp & 0x3f));
+            i += 2;
+            continue;
+        }
+
+        dst[i] = src[i];
+    }
+
+    return len;
 }

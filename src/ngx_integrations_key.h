@@ -102,6 +102,15 @@ int ngx_integrations_rate_parse(const unsigned char *s, size_t len,
  */
 unsigned char *ngx_integrations_decimal(unsigned char *dst, int64_t n);
 
+/*
+ * Case folding for search, the same in the CLI (the stored text) and the
+ * module (the query): ASCII, Latin-1, Latin Extended-A, Greek and
+ * Cyrillic letters to lowercase. Every mapping keeps the UTF-8 length,
+ * so len bytes in, len out; dst may be src.
+ */
+size_t ngx_integrations_fold(unsigned char *dst, const unsigned char *src,
+    size_t len);
+
 /* "30s", "5m", "24h", "7d", "1500ms" to ms; 0 on success */
 int ngx_integrations_duration_parse(const unsigned char *s, size_t len,
     uint64_t *ms);

@@ -96,12 +96,11 @@ sub oracle {
     if (defined $f{search}) {
         my $n = $f{search};
         utf8::encode($n);
-        $n =~ tr/A-Z/a-z/;
+        $n = ReadSeed::fold($n);
         @m = grep {
             my $t = $_->{title};
             utf8::encode($t);
-            $t =~ tr/A-Z/a-z/;
-            index("$t\n$_->{slug}", $n) >= 0;
+            index(ReadSeed::fold("$t\n$_->{slug}"), $n) >= 0;
         } @m;
     }
     @m = grep { $_->{s} >= $f{from} } @m if defined $f{from};
@@ -266,7 +265,8 @@ for my $st (qw(approved APPROVED Approved draft ongoing cancelled nothing)) {
 }
 
 for my $q ('jazz', 'JAZZ', 'Night', 'twin-', 'show b', 'brunch',
-           "caf\x{e9}", "\x{e9}", 'Filler Event 1', 'nothing at all',
+           "caf\x{e9}", "\x{e9}", "CAF\x{c9}", "CR\x{c8}ME", "\x{c9}",
+           'Filler Event 1', 'nothing at all',
            'summer-fest', 'fest')
 {
     ($r, $j) = api('search=' . ReadSeed::qs($q));

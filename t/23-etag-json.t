@@ -168,9 +168,10 @@ for my $q ('"', '\\', "\x{1F389}", "\x{4E2D}", '</script>', "\x{e9}", '%',
     for my $i (0 .. $#hostile) {
         my $t = $hostile[$i];
         utf8::encode($t);
-        (my $l = $t) =~ tr/A-Z/a-z/;
-        (my $n = $q) =~ tr/A-Z/a-z/;
+        my $l = ReadSeed::fold($t);
+        my $n = $q;
         utf8::encode($n);
+        $n = ReadSeed::fold($n);
         push @want, $i + 1 if index($l, $n) >= 0;
     }
     is_deeply [ map { $_->{id} } @{ $e->{items} } ], \@want,

@@ -57,7 +57,7 @@ for my $e (1 .. 4) {
         $aid++;
         push @lines, {
             kind => 'attendee', event => $slug, id => $aid,
-            name => ($i % 7 ? "Person $i" : "O'Brien \"Q\" \\ \x{e9}\x{1F600}"),
+            name => ($i % 7 ? "Person $i" : "O'Brien \"Q\" \\ \x{c9}\x{1F600}"),
             email => "p$i\@example.com",
             phone => $i % 5 ? sprintf('+27 82 %07d', $i) : undef,
             createdTime => sprintf('2026-04-%02dT%02d:00:00Z', 1 + $i % 28,
@@ -126,6 +126,7 @@ sub snapshot {
         }
         for my $q ('scanned=true', 'promo=true&scanned=false',
                    'category_id=6', 'search=o%27brien', 'search=EXAMPLE',
+                   'search=%C3%A9%F0%9F%98%80',
                    'updated_since=2026-05-01T00:00:30Z&page_size=7&page=2')
         {
             $get->("$b/attendees?$q");

@@ -208,10 +208,21 @@ sub script_of {
     my ($name) = @_;
     open my $src, '<', Harness->root . '/src/ngx_integrations_handlers.c'
         or die $!;
-    my ($c) = do { local $/; <$src> }
-        =~ /ngx_http_integrations_${name}_script\[\] =\n(.*?);\n/s;
-    return join '', map { /^"(.*)\\n"$/ ? "$1\n" : die "line: $_" }
-                        split /\n/, $c;
+    my $text = do { local $/; <$src> };
+    my ($c) = $text =~ /ngx_http_integrations_${name}_script\[\] =\n(.*?);\n/s;
+    # a line naming a macro of string lines (#define NAME \ ...) is its text
+    my $line;
+    $line = sub {
+        my ($l) = @_;
+        return "$1\n" if $l =~ /^"(.*)\\n"\s*\\?$/;
+        if ($l =~ /^([A-Z_]+)$/) {
+            my ($body) = $text =~ /#define $1\s*\\\n(.*?)\n\n/s
+                or die "no macro $1";
+            return join '', map { $line->($_) } split /\n/, $body;
+        }
+        die "line: $l";
+    };
+    return join '', map { $line->($_) } split /\n/, $c;
 }
 
 # an events walk continued while two events it read are deleted and one

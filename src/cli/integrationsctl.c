@@ -1862,19 +1862,16 @@ ictl_validate(ictl_import_t *im, json_t *obj)
 static char *
 ictl_lower(const char *s)
 {
-    char  *out, *p;
+    char  *out;
 
     out = strdup(s ? s : "");
     if (out == NULL) {
         return NULL;
     }
 
-    /* ASCII only, as the handlers lower the query */
-    for (p = out; *p; p++) {
-        if (*p >= 'A' && *p <= 'Z') {
-            *p = (char) (*p - 'A' + 'a');
-        }
-    }
+    /* as the module folds the query */
+    ngx_integrations_fold((unsigned char *) out, (unsigned char *) out,
+                          strlen(out));
 
     return out;
 }

@@ -45,7 +45,34 @@ sub new {
         n      => 0,
         am     => {},
         ev     => {},
+        # ascii_search: the search text as imports before 2026-12-02 wrote
+        # it (ASCII lowercase only)
+        ascii  => $o{ascii_search},
     }, $class;
+}
+
+# the search text as integrationsctl writes it (ngx_integrations_fold):
+# UTF-8 bytes in and out, every letter of the BMP whose lowercase has the
+# same UTF-8 length lowered
+sub fold {
+    my ($bytes) = @_;
+    my $t = $bytes;
+    utf8::decode($t) or return $bytes =~ tr/A-Z/a-z/r;
+    my $out = join '', map {
+        my $l = lc $_;
+        my ($a, $b) = ($_, $l);
+        utf8::encode($a);
+        utf8::encode($b);
+        ord($_) < 0x10000 && length($l) == 1 && length($a) == length($b)
+            ? $l : $_;
+    } split //, $t;
+    utf8::encode($out);
+    return $out;
+}
+
+sub _fold {
+    my ($self, $bytes) = @_;
+    return $self->{ascii} ? $bytes =~ tr/A-Z/a-z/r : fold($bytes);
 }
 
 sub D {
@@ -152,7 +179,7 @@ sub event {
     utf8::encode($title);
     my $slug = $e{slug} // '';
     utf8::encode($slug);
-    (my $search = "$title\n$slug") =~ tr/A-Z/a-z/;
+    my $search = $self->_fold("$title\n$slug");
 
     if (my $old = $self->{ev}{$id}{slug}) {
         $self->cmd('HDEL', "$D:slugs", $old) if $old ne $slug;
@@ -192,8 +219,8 @@ sub attendee {
     my $E = $self->D . ':ev:' . $self->_event_of($slug);
     my $ct = epoch($a{createdTime}) // 0;
 
-    my @as = map { my $v = $a{$_} // ''; utf8::encode($v); $v =~ tr/A-Z/a-z/;
-                   $v } qw(name email phone reference);
+    my @as = map { my $v = $a{$_} // ''; utf8::encode($v); $self->_fold($v) }
+        qw(name email phone reference);
     my $sc = _truthy($at->{scanned});
     my $pr = _truthy($at->{promo});
     my $cat = $a{categoryId};
@@ -232,7 +259,7 @@ sub attendees_bulk {
             my $m = pad($a{id});
             my $ct = epoch($a{createdTime}) // 0;
             my @t = map { my $v = $a{$_} // ''; utf8::encode($v);
-                          $v =~ tr/A-Z/a-z/; $v } qw(name email phone reference);
+                          $self->_fold($v) } qw(name email phone reference);
             my $sc = _truthy($at->{scanned});
             my $pr = _truthy($at->{promo});
             my $cat = $a{categoryId};

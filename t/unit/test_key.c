@@ -101,6 +101,21 @@ with_secret(int n, int len)
 }
 
 
+/* folds in place, keeps the length */
+static int
+fold(const char *in, const char *expect)
+{
+    unsigned char  buf[128];
+    size_t         n;
+
+    n = strlen(in);
+    memcpy(buf, in, n);
+
+    return ngx_integrations_fold(buf, buf, n) == n
+           && n == strlen(expect) && memcmp(buf, expect, n) == 0;
+}
+
+
 /* the digits written, and nothing past them */
 static int
 decimal(int64_t n, const char *expect)
@@ -292,6 +307,24 @@ main(void)
     ok(decimal(-450, "-450"), "decimal -450");
     ok(decimal(INT64_MAX, "9223372036854775807"), "decimal INT64_MAX");
     ok(decimal(INT64_MIN, "-9223372036854775808"), "decimal INT64_MIN");
+
+    ok(fold("ABC xyz 09", "abc xyz 09"), "fold: ASCII");
+    ok(fold("\xc3\x89LODIE M\xc3\x9cLLER", "\xc3\xa9lodie m\xc3\xbcller"),
+       "fold: Latin-1");
+    ok(fold("\xc5\x81\xc3\x93" "D\xc5\xb9", "\xc5\x82\xc3\xb3" "d\xc5\xba"),
+       "fold: Latin Extended-A");
+    ok(fold("\xce\xa3\xce\x86 \xd0\x9e\xd0\x81",
+            "\xcf\x83\xce\xac \xd0\xbe\xd1\x91"), "fold: Greek, Cyrillic");
+    ok(fold("NGUY\xe1\xbb\x84N", "nguy\xe1\xbb\x85n"),
+       "fold: three-byte letters (Vietnamese)");
+    ok(fold("\xc3\x97 \xe2\x80\xa8 \xf0\x9f\x98\x80",
+            "\xc3\x97 \xe2\x80\xa8 \xf0\x9f\x98\x80"),
+       "fold: no case, and four-byte sequences, kept");
+    ok(fold("\xc3 \xc3\x28 \xed\xa0\x80 \xe0\x80\x80 \xff",
+            "\xc3 \xc3\x28 \xed\xa0\x80 \xe0\x80\x80 \xff"),
+       "fold: invalid UTF-8 kept byte for byte");
+    ok(fold("\xc4\xb0\xe1\xba\x9e", "\xc4\xb0\xe1\xba\x9e"),
+       "fold: letters whose lowercase is longer kept");
 
     printf("1..%d\n", test_n);
 
