@@ -1291,9 +1291,17 @@ ngx_http_apikey_header_names(ngx_http_request_t *r, ngx_str_t *out)
 ngx_uint_t
 ngx_http_apikey_enabled(ngx_http_request_t *r)
 {
+    return ngx_http_apikey_conf_enabled(r->loc_conf);
+}
+
+
+/* the same of a location's configuration (at configuration time) */
+ngx_uint_t
+ngx_http_apikey_conf_enabled(void **loc_conf)
+{
     ngx_http_apikey_loc_conf_t  *alcf;
 
-    alcf = ngx_http_get_module_loc_conf(r, ngx_http_apikey_module);
+    alcf = loc_conf[ngx_http_apikey_module.ctx_index];
 
     return alcf->enable == 1;
 }

@@ -57,6 +57,8 @@ typedef struct {
     ngx_flag_t                      cors;
     void                           *handlers_conf;  /* handlers.c's own */
     void                           *validate_conf;  /* validate.c's own */
+    /* server{} level only: a product location is in it (validate.c) */
+    ngx_flag_t                      product_server;
 } ngx_http_integrations_loc_conf_t;
 
 
@@ -92,8 +94,9 @@ extern ngx_module_t  ngx_http_integrations_module;
 /* NULL when the request went through no apikey check */
 ngx_integrations_identity_t *ngx_http_apikey_identity(ngx_http_request_t *r);
 
-/* r's location checks keys ("apikey on") */
+/* r's location checks keys ("apikey on"); the same of a location's conf */
 ngx_uint_t ngx_http_apikey_enabled(ngx_http_request_t *r);
+ngx_uint_t ngx_http_apikey_conf_enabled(void **loc_conf);
 
 /* the configured key header names of r's location, comma-separated */
 ngx_int_t ngx_http_apikey_header_names(ngx_http_request_t *r,

@@ -1,8 +1,9 @@
 /*
  * Writes: integrations_validate checks a request body with jansson before
  * anything goes upstream; integrations_cors answers preflights and adds
- * CORS headers; in either kind of location nginx's own HTML error pages
- * (413, 502, 504, ...) become JSON.
+ * CORS headers; nginx's own HTML error pages (413, 502, 504, ...) become
+ * JSON in every location of the product's, and for what nginx refuses
+ * before it chose a location (400, 414, 501, 505) in a server that has one.
  *
  * The body is read in the PRECONTENT phase, after the access phase, so a
  * key without the location's scope is refused before its body is read.
@@ -19,7 +20,10 @@
 #include "ngx_integrations_json.h"
 
 
-#define NGX_INTEGRATIONS_FIELD_LEN  96
+#define NGX_INTEGRATIONS_FIELD_LEN    96
+
+/* more are counted ("detailsOmitted"), not listed */
+#define NGX_INTEGRATIONS_MAX_DETAILS  100
 
 
 typedef struct {
@@ -27,6 +31,8 @@ typedef struct {
     unsigned                   started:1;   /* the body is being read */
     unsigned                   json_error:1;
     unsigned                   json_sent:1;
+    unsigned                   json_deferred:1;  /* header after the page */
+    const char                *json_text;
 } ngx_integrations_validate_ctx_t;
 
 
@@ -37,6 +43,12 @@ typedef struct {
 } ngx_integrations_validate_result_t;
 
 
+typedef struct {
+    ngx_uint_t                 status;
+    const char                *text;
+} ngx_integrations_error_t;
+
+
 static ngx_regex_t *ngx_integrations_validate_regex(ngx_conf_t *cf,
     const char *pattern);
 static ngx_int_t ngx_integrations_validate_handler(ngx_http_request_t *r);
@@ -44,6 +56,15 @@ static u_char *ngx_integrations_validate_bytes(ngx_http_request_t *r,
     size_t *len);
 static void ngx_integrations_validate_body(ngx_http_request_t *r);
 static ngx_int_t ngx_integrations_cors_preflight(ngx_http_request_t *r);
+static ngx_uint_t ngx_integrations_product(ngx_http_request_t *r);
+static ngx_uint_t ngx_integrations_product_conf(void **loc_conf);
+static ngx_uint_t ngx_integrations_product_nested(
+    ngx_http_core_loc_conf_t *clcf);
+static ngx_uint_t ngx_integrations_product_location(
+    ngx_http_core_loc_conf_t *clcf);
+static ngx_uint_t ngx_integrations_product_tree(
+    ngx_http_location_tree_node_t *node);
+static void ngx_integrations_product_servers(ngx_conf_t *cf);
 static ngx_int_t ngx_integrations_validate_header_filter(
     ngx_http_request_t *r);
 static ngx_int_t ngx_integrations_validate_body_filter(ngx_http_request_t *r,
@@ -74,6 +95,53 @@ static const char  *ngx_integrations_event_strings[] = {
 static const char  *ngx_integrations_expose =
     "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, "
     "RateLimit-Policy, RateLimit, Retry-After, ETag";
+
+/* every status nginx has a page for, and 422 (a bare "return 422") */
+static ngx_integrations_error_t  ngx_integrations_errors[] = {
+    { 400, "Bad request" },
+    { 401, "Unauthorized" },
+    { 402, "Payment required" },
+    { 403, "Forbidden" },
+    { 404, "Not found" },
+    { 405, "Method not allowed" },
+    { 406, "Not acceptable" },
+    { 408, "Request timeout" },
+    { 409, "Conflict" },
+    { 410, "Gone" },
+    { 411, "Length required" },
+    { 412, "Precondition failed" },
+    { 413, "Payload too large" },
+    { 414, "URI too long" },
+    { 415, "Unsupported media type" },
+    { 416, "Range not satisfiable" },
+    { 421, "Misdirected request" },
+    { 422, "Unprocessable content" },
+    { 429, "Too many requests" },
+    { 500, "Internal server error" },
+    { 501, "Not implemented" },
+    { 502, "Bad gateway" },
+    { 503, "Service unavailable" },
+    { 504, "Gateway timeout" },
+    { 505, "HTTP version not supported" },
+    { 507, "Insufficient storage" },
+    { 0, NULL }
+};
+
+
+/*
+ * nginx sends 494 to 497 as 400 with a page of their own; the page's
+ * title is all that is left of the code
+ */
+static const char  *ngx_integrations_bad_requests[][2] = {
+    { "Request Header Or Cookie Too Large",
+      "Request header or cookie too large" },
+    { "The SSL certificate error", "SSL certificate error" },
+    { "No required SSL certificate was sent",
+      "No required SSL certificate was sent" },
+    { "The plain HTTP request was sent to HTTPS port",
+      "Plain HTTP request sent to HTTPS port" },
+    { NULL, NULL }
+};
 
 
 char *
@@ -183,6 +251,8 @@ ngx_integrations_validate_init(ngx_conf_t *cf)
     ngx_http_next_body_filter = ngx_http_top_body_filter;
     ngx_http_top_body_filter = ngx_integrations_validate_body_filter;
 
+    ngx_integrations_product_servers(cf);
+
     return NGX_OK;
 }
 
@@ -195,6 +265,18 @@ ngx_integrations_fail(ngx_integrations_validate_result_t *res,
 {
     json_t  *d, *m;
 
+    if (conditional) {
+        res->conditional++;
+
+    } else {
+        res->other++;
+    }
+
+    /* 30,000 bad ticket types must not make a 30,000-entry answer */
+    if (json_array_size(res->details) >= NGX_INTEGRATIONS_MAX_DETAILS) {
+        return;
+    }
+
     /* jansson's parse errors are UTF-8, but never trust it blindly */
     m = json_string(message);
     if (m == NULL) {
@@ -205,13 +287,6 @@ ngx_integrations_fail(ngx_integrations_validate_result_t *res,
     json_object_set_new(d, "field", json_string(field));
     json_object_set_new(d, "message", m);
     json_array_append_new(res->details, d);
-
-    if (conditional) {
-        res->conditional++;
-
-    } else {
-        res->other++;
-    }
 }
 
 
@@ -675,7 +750,7 @@ ngx_integrations_validate_body(ngx_http_request_t *r)
 {
     char                                msg[256], *out;
     u_char                             *p, *data;
-    size_t                              len;
+    size_t                              len, omitted;
     json_t                             *obj, *body;
     ngx_int_t                           rc;
     ngx_uint_t                          status;
@@ -764,8 +839,16 @@ ngx_integrations_validate_body(ngx_http_request_t *r)
         return;
     }
 
+    omitted = res.conditional + res.other - json_array_size(res.details);
+
     json_object_set_new(body, "error", json_string("Validation failed"));
     json_object_set_new(body, "details", res.details);
+
+    if (omitted) {
+        json_object_set_new(body, "detailsOmitted",
+                            json_integer((json_int_t) omitted));
+    }
+
     out = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(body);
 
@@ -929,40 +1012,42 @@ ngx_integrations_cors_preflight(ngx_http_request_t *r)
 static const char *
 ngx_integrations_error_text(ngx_uint_t status)
 {
-    switch (status) {
-    case NGX_HTTP_BAD_REQUEST:
-        return "Bad request";
-    case NGX_HTTP_UNAUTHORIZED:
-        return "Unauthorized";
-    case NGX_HTTP_FORBIDDEN:
-        return "Forbidden";
-    case NGX_HTTP_NOT_FOUND:
-        return "Not found";
-    case NGX_HTTP_NOT_ALLOWED:
-        return "Method not allowed";
-    case NGX_HTTP_REQUEST_TIME_OUT:
-        return "Request timeout";
-    case NGX_HTTP_LENGTH_REQUIRED:
-        return "Length required";
-    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        return "Payload too large";
-    case NGX_HTTP_UNSUPPORTED_MEDIA_TYPE:
-        return "Unsupported media type";
-    case NGX_HTTP_TOO_MANY_REQUESTS:
-        return "Too many requests";
-    case NGX_HTTP_INTERNAL_SERVER_ERROR:
-        return "Internal server error";
-    case NGX_HTTP_NOT_IMPLEMENTED:
-        return "Not implemented";
-    case NGX_HTTP_BAD_GATEWAY:
-        return "Bad gateway";
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        return "Service unavailable";
-    case NGX_HTTP_GATEWAY_TIME_OUT:
-        return "Gateway timeout";
-    default:
-        return status < 500 ? "Request failed" : "Server error";
+    ngx_integrations_error_t  *e;
+
+    for (e = ngx_integrations_errors; e->status; e++) {
+        if (e->status == status) {
+            return e->text;
+        }
     }
+
+    return status < 500 ? "Request failed" : "Server error";
+}
+
+
+static const char *
+ngx_integrations_bad_request_text(ngx_chain_t *in)
+{
+    size_t       len;
+    ngx_buf_t   *b;
+    ngx_uint_t   i;
+
+    /* the page is the first buffer, nginx's static text */
+    if (in == NULL || !ngx_buf_in_memory(in->buf)) {
+        return "Bad request";
+    }
+
+    b = in->buf;
+    len = b->last - b->pos;
+
+    for (i = 0; ngx_integrations_bad_requests[i][0]; i++) {
+        if (ngx_strnstr(b->pos, (char *) ngx_integrations_bad_requests[i][0],
+                        len))
+        {
+            return ngx_integrations_bad_requests[i][1];
+        }
+    }
+
+    return "Bad request";
 }
 
 
@@ -996,9 +1081,117 @@ ngx_integrations_nginx_error(ngx_http_request_t *r)
 }
 
 
+/*
+ * r's location has a directive of the product's; or r has the server's
+ * own configuration (nginx refused it before choosing a location, or no
+ * location matched) and the server has such a location somewhere.
+ */
+
+static ngx_uint_t
+ngx_integrations_product(ngx_http_request_t *r)
+{
+    return ngx_integrations_product_conf(r->loc_conf);
+}
+
+
+static ngx_uint_t
+ngx_integrations_product_conf(void **loc_conf)
+{
+    ngx_http_integrations_loc_conf_t  *ilcf;
+
+    ilcf = loc_conf[ngx_http_integrations_module.ctx_index];
+
+    return ilcf->handler
+           || ilcf->cors
+           || ilcf->validate != NGX_INTEGRATIONS_VALIDATE_NONE
+           || ilcf->product_server
+           || ngx_http_apikey_conf_enabled(loc_conf);
+}
+
+
+/* the locations nested in clcf (a server's: all of them) */
+
+static ngx_uint_t
+ngx_integrations_product_nested(ngx_http_core_loc_conf_t *clcf)
+{
+#if (NGX_PCRE)
+    ngx_http_core_loc_conf_t  **regex;
+
+    for (regex = clcf->regex_locations; regex && *regex; regex++) {
+        if (ngx_integrations_product_location(*regex)) {
+            return 1;
+        }
+    }
+#endif
+
+    return ngx_integrations_product_tree(clcf->static_locations);
+}
+
+
+static ngx_uint_t
+ngx_integrations_product_location(ngx_http_core_loc_conf_t *clcf)
+{
+    return ngx_integrations_product_conf(clcf->loc_conf)
+           || ngx_integrations_product_nested(clcf);
+}
+
+
+static ngx_uint_t
+ngx_integrations_product_tree(ngx_http_location_tree_node_t *node)
+{
+    if (node == NULL) {
+        return 0;
+    }
+
+    return (node->exact && ngx_integrations_product_location(node->exact))
+           || (node->inclusive
+               && ngx_integrations_product_location(node->inclusive))
+           || ngx_integrations_product_tree(node->left)
+           || ngx_integrations_product_tree(node->right)
+           || ngx_integrations_product_tree(node->tree);
+}
+
+
+/*
+ * Postconfiguration, once the location trees exist: marks the server{}
+ * level conf, the one a request has before nginx chose a location, of
+ * every server with a product location (nested, regex, named too).
+ */
+
+static void
+ngx_integrations_product_servers(ngx_conf_t *cf)
+{
+    void                              **loc_conf;
+    ngx_uint_t                          s;
+    ngx_http_core_loc_conf_t          **named, *clcf;
+    ngx_http_core_srv_conf_t          **cscfp;
+    ngx_http_core_main_conf_t          *cmcf;
+    ngx_http_integrations_loc_conf_t   *ilcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+    cscfp = cmcf->servers.elts;
+
+    for (s = 0; s < cmcf->servers.nelts; s++) {
+        loc_conf = cscfp[s]->ctx->loc_conf;
+        clcf = loc_conf[ngx_http_core_module.ctx_index];
+        ilcf = loc_conf[ngx_http_integrations_module.ctx_index];
+
+        ilcf->product_server = ngx_integrations_product_nested(clcf);
+
+        for (named = cscfp[s]->named_locations;
+             named && *named && !ilcf->product_server;
+             named++)
+        {
+            ilcf->product_server = ngx_integrations_product_location(*named);
+        }
+    }
+}
+
+
 static ngx_int_t
 ngx_integrations_validate_header_filter(ngx_http_request_t *r)
 {
+    ngx_uint_t                         page;
     ngx_integrations_validate_ctx_t   *ctx;
     ngx_http_integrations_loc_conf_t  *ilcf;
 
@@ -1018,14 +1211,7 @@ ngx_integrations_validate_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
-    /* nginx's own error pages, in every location of this product's */
-
-    if (!ngx_integrations_nginx_error(r)
-        || (!ilcf->cors
-            && ilcf->validate == NGX_INTEGRATIONS_VALIDATE_NONE
-            && ilcf->handler == 0
-            && !ngx_http_apikey_enabled(r)))
-    {
+    if (!ngx_integrations_nginx_error(r) || !ngx_integrations_product(r)) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -1040,19 +1226,34 @@ ngx_integrations_validate_header_filter(ngx_http_request_t *r)
         ngx_http_set_ctx(r, ctx, ngx_http_integrations_module);
     }
 
+    page = r->headers_out.content_length_n > 0;
+
     ctx->json_error = 1;
+    ctx->json_text = ngx_integrations_error_text(r->headers_out.status);
 
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = sizeof("application/json") - 1;
     r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n =
-        sizeof("{\"error\":\"\"}\n") - 1
-        + ngx_strlen(ngx_integrations_error_text(r->headers_out.status));
 
     if (r->headers_out.content_length) {
         r->headers_out.content_length->hash = 0;
         r->headers_out.content_length = NULL;
     }
+
+    /*
+     * a 400 may be a 494 to 497, which only the page says: the header
+     * waits for it in the body filter (as the image filter's waits for
+     * the image)
+     */
+    if (r->headers_out.status == NGX_HTTP_BAD_REQUEST && page
+        && r->method != NGX_HTTP_HEAD)
+    {
+        ctx->json_deferred = 1;
+        return NGX_OK;
+    }
+
+    r->headers_out.content_length_n = sizeof("{\"error\":\"\"}\n") - 1
+                                      + ngx_strlen(ctx->json_text);
 
     return ngx_http_next_header_filter(r);
 }
@@ -1063,15 +1264,33 @@ ngx_integrations_validate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     u_char                           *p;
     size_t                            len;
+    ngx_int_t                         rc;
     ngx_buf_t                        *b;
     ngx_chain_t                      *cl, out;
-    const char                       *text;
     ngx_integrations_validate_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_integrations_module);
 
     if (ctx == NULL || !ctx->json_error || r->header_only) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->json_deferred) {
+        ctx->json_deferred = 0;
+        ctx->json_text = ngx_integrations_bad_request_text(in);
+
+        r->headers_out.content_length_n = sizeof("{\"error\":\"\"}\n") - 1
+                                          + ngx_strlen(ctx->json_text);
+
+        rc = ngx_http_next_header_filter(r);
+
+        if (rc == NGX_ERROR || rc > NGX_OK) {
+            return rc;
+        }
+
+        if (r->header_only) {
+            ctx->json_sent = 1;
+        }
     }
 
     /* nginx's HTML is dropped */
@@ -1086,8 +1305,7 @@ ngx_integrations_validate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx->json_sent = 1;
 
-    text = ngx_integrations_error_text(r->headers_out.status);
-    len = ngx_strlen(text);
+    len = ngx_strlen(ctx->json_text);
 
     b = ngx_create_temp_buf(r->pool, len + sizeof("{\"error\":\"\"}\n") - 1);
     if (b == NULL) {
@@ -1095,7 +1313,7 @@ ngx_integrations_validate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     p = ngx_cpymem(b->pos, "{\"error\":\"", sizeof("{\"error\":\"") - 1);
-    p = ngx_cpymem(p, text, len);
+    p = ngx_cpymem(p, ctx->json_text, len);
     p = ngx_cpymem(p, "\"}\n", sizeof("\"}\n") - 1);
     b->last = p;
     b->last_buf = 1;

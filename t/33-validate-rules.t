@@ -287,6 +287,40 @@ for my $bad ('{"title": "x",', '{"title":"x"} trailing', "\n  \n",
          "invalid JSON $n: says where");
 }
 
+# -- many failures: the first 100 listed, the rest counted -------------------
+sub many {
+    my ($n) = @_;
+    my $body = qq({$T,"ticketTypes":[) . join(',', (1) x $n) . ']}';
+    my $r = $h->request('POST', '/w/create', { 'X-Api-Key' => $key,
+                        'Content-Type' => 'application/json' }, $body);
+    return ($r, scalar eval { $h->json($r) } || {});
+}
+
+sub listed {
+    my ($from, $to) = @_;
+    return [ map { { field => "ticketTypes[$_]",
+                     message => 'must be an object' } } $from .. $to ];
+}
+
+my ($r, $j) = many(100);
+is_deeply([ $r->{status}, $j ],
+          [ 400, { error => 'Validation failed', details => listed(0, 99) } ],
+          '100 failures: all listed, no detailsOmitted');
+
+($r, $j) = many(101);
+is_deeply([ $r->{status}, $j ],
+          [ 400, { error => 'Validation failed', details => listed(0, 99),
+                   detailsOmitted => 1 } ],
+          '101 failures: the first 100 listed, detailsOmitted 1');
+
+($r, $j) = many(30000);
+is_deeply([ $r->{status}, $j ],
+          [ 400, { error => 'Validation failed', details => listed(0, 99),
+                   detailsOmitted => 29900 } ],
+          '30,000 failures: the first 100 listed, detailsOmitted 29900');
+cmp_ok(length $r->{content}, '<', 8192, '... in a small body')
+    or diag length $r->{content};
+
 # -- what the backend got -----------------------------------------------------
 sleep 0.2;
 my @got = grep { length } split /\n/, Harness::_slurp($h->dir . '/backend.log');

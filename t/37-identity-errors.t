@@ -2,7 +2,8 @@
 # What a backend behind a keyed location gets: the identity as
 # X-Integrations-* headers set by the module (never the client's own, never
 # the key); and what a client gets when nginx itself fails in any keyed or
-# read-API location: a JSON error, not nginx's HTML page.
+# read-API location, or refuses a request before it chose one in a server
+# with such locations: a JSON error, not nginx's HTML page.
 use strict;
 use warnings;
 use lib 't/lib';
@@ -157,6 +158,104 @@ is($h->json($r)->{error}, 'Unauthorized', '... its JSON');
 $r = $h->get('/plain/x');
 is($r->{status}, 502, 'an unkeyed location: 502');
 like($r->{headers}{'content-type'}, qr{^text/html}, '... nginx\'s own HTML');
+
+# what a client gets: status, type, body and its length
+sub answer {
+    my ($r) = @_;
+    return { status => $r->{status},
+             type   => $r->{headers}{'content-type'} // '',
+             json   => scalar eval { Harness->json($r->{body}) },
+             length => $r->{headers}{'content-length'} // '' };
+}
+
+sub json_error {
+    my ($status, $error, $body) = @_;
+    return { status => $status, type => 'application/json',
+             json => { error => $error }, length => length($body // '') };
+}
+
+# a precondition the read API's ETag fails (the not-modified filter)
+$r = $h->get('/v2/integrations/events', { 'X-Api-Key' => $key,
+                                          'If-Match' => '"nope"' });
+is_deeply(answer($r), json_error(412, 'Precondition failed', $r->{content}),
+          'If-Match another ETag: 412 {"error":"Precondition failed"}');
+
+# a path no location of a keyed server matches: the server's own conf
+$r = $h->get('/nowhere.txt');
+is_deeply(answer($r), json_error(404, 'Not found', $r->{content}),
+          'a path no location matches, keyed server: 404 as JSON');
+
+# What nginx refuses before it chooses a location has the server's own
+# configuration. A server with a product location (the single-tenant
+# example's, as `make run` serves it) answers that in JSON too; a server
+# without one keeps nginx's HTML.
+open my $fh, '<', Harness->root . '/conf-examples/single-tenant.conf'
+    or die "single-tenant.conf: $!";
+my ($example) = do { local $/; <$fh> } =~ /^(    server \{\n.*?^    \}\n)/ms
+    or die 'no server block in single-tenant.conf';
+$example =~ s/\@PORT\@/%%PORT%%/g;
+my $ex = $h->nginx2(<<"EOF2");
+integrations_redis 127.0.0.1:%%REDIS_PORT%%;
+$example
+server {
+    listen 127.0.0.1:%%PORT2%%;
+    location / { return 200 "plain"; }
+}
+EOF2
+
+my $long = 'a' x 9000;
+my $get = "GET /v2/integrations/events HTTP/1.1\r\nHost: a\r\n";
+my $post = "POST /v2/integrations/events HTTP/1.1\r\nHost: a\r\n";
+my @refused = (
+    [ 'a duplicate Host header', 400, 'Bad request',
+      "${get}Host: b\r\n\r\n" ],
+    [ 'no Host header', 400, 'Bad request',
+      "GET /v2/integrations/events HTTP/1.1\r\n\r\n" ],
+    [ 'a garbage request line', 400, 'Bad request',
+      "\x16\x03\x01 hello\r\n\r\n" ],
+    [ 'a NUL in the path (%00)', 400, 'Bad request',
+      "GET /v2/integrations/events/%00 HTTP/1.1\r\nHost: a\r\n\r\n" ],
+    [ 'a path above the root', 400, 'Bad request',
+      "GET /../v2/integrations/events HTTP/1.1\r\nHost: a\r\n\r\n" ],
+    [ 'a 9000-byte URI', 414, 'URI too long',
+      "GET /v2/integrations/events?q=$long HTTP/1.1\r\nHost: a\r\n\r\n" ],
+    [ 'a 9000-byte header', 400, 'Request header or cookie too large',
+      "${get}X-Long: $long\r\n\r\n" ],
+    [ 'a 9000-byte cookie', 400, 'Request header or cookie too large',
+      "${get}Cookie: $long\r\n\r\n" ],
+    [ 'two If-None-Match headers', 400, 'Bad request',
+      "${get}If-None-Match: \"a\"\r\nIf-None-Match: \"b\"\r\n\r\n" ],
+    [ 'an invalid Content-Length', 400, 'Bad request',
+      "${post}Content-Length: x\r\n\r\n" ],
+    [ 'Content-Length and Transfer-Encoding', 400, 'Bad request',
+      "${post}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n" ],
+    [ 'HTTP/2.0 in the request line', 505, 'HTTP version not supported',
+      "GET /v2/integrations/events HTTP/2.0\r\nHost: a\r\n\r\n" ],
+    [ 'Transfer-Encoding: gzip', 501, 'Not implemented',
+      "${post}Transfer-Encoding: gzip\r\n\r\n" ],
+);
+
+for my $t (@refused) {
+    my ($what, $status, $error, $req) = @$t;
+
+    $r = $ex->raw($req);
+    is_deeply(answer($r), json_error($status, $error, $r->{body}),
+              "$what: $status {\"error\":\"$error\"}") or diag $r->{raw};
+
+    $r = $ex->raw($req, port => $ex->port2);
+    is_deeply([ $r->{status}, $r->{headers}{'content-type'} // '' ],
+              [ $status, 'text/html' ],
+              "$what, a server without the product: nginx's HTML");
+}
+
+# HEAD: the header alone, as long as the JSON a GET would get
+$r = $ex->raw("HEAD /v2/integrations/events HTTP/1.1\r\nHost: a\r\n"
+              . "X-Long: $long\r\n\r\n");
+is_deeply([ $r->{status}, $r->{headers}{'content-type'} // '',
+            $r->{headers}{'content-length'}, $r->{body} ],
+          [ 400, 'application/json', length('{"error":"Bad request"}' . "\n"),
+            '' ],
+          'HEAD with a 9000-byte header: 400, JSON headers, no body');
 
 $h->done;
 done_testing;
