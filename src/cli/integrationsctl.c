@@ -2006,17 +2006,19 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
                      "categoryFields" };
     char        *extra[4];
     const char  *id;
-    int          rc, stamp;
+    int          rc, stamp, deleting;
 
     k = ictl_str(obj, "kind");
     item = detail = search = rest_text = NULL;
     memset(extra, 0, sizeof(extra));
     rc = ICTL_OK;
 
+    /* k is freed with "kind" below */
+    deleting = (strcmp(k, "delete_attendee") == 0);
+
     /* no "updated" of its own: the script stamps it, see ICTL_STAMP */
     v = json_object_get(obj, "updated");
-    stamp = (v == NULL || json_is_null(v))
-            && strcmp(k, "delete_attendee") != 0;
+    stamp = (v == NULL || json_is_null(v)) && !deleting;
 
     if (stamp) {
         json_object_set_new(obj, "updated", json_string(ICTL_PLACEHOLDER));
@@ -2130,7 +2132,7 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
         argc = 0;
         argv[argc++] = "EVALSHA";
 
-        if (strcmp(k, "delete_attendee") == 0) {
+        if (deleting) {
             argv[argc++] = pp->sha[2];
             argv[argc++] = "2";
             argv[argc++] = E;
@@ -2198,7 +2200,7 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
     }
 
     redisAppendCommandArgv(im->ctx->rc, argc, argv, lens);
-    pp->deletes[pp->sent % ICTL_BATCH] = (strcmp(k, "delete_attendee") == 0);
+    pp->deletes[pp->sent % ICTL_BATCH] = (char) deleting;
     pp->lines[pp->sent++ % ICTL_BATCH] = im->line;
     pp->queued++;
 
