@@ -201,6 +201,7 @@ ngx_http_integrations_create_loc_conf(ngx_conf_t *cf)
      *     ilcf->event = NULL;
      *     ilcf->handlers_conf = NULL;
      *     ilcf->validate_conf = NULL;
+     *     ilcf->product_server = 0;   (set at postconfiguration)
      */
 
     ilcf->validate = NGX_CONF_UNSET_UINT;

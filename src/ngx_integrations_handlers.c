@@ -2467,7 +2467,7 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
 {
     u_char      *p, *end, *amp, *eq, *d, *s;
     uint64_t     n;
-    ngx_int_t    b;
+    ngx_int_t    b, rc;
     ngx_str_t   *v, name;
     ngx_uint_t   i, k;
 
@@ -2572,10 +2572,17 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
         }
 
         if (i == NGX_HTTP_INTEGRATIONS_P_SEARCH && v[i].len) {
-            if (ngx_http_integrations_search(r->pool, &v[i]) != NGX_OK) {
+            rc = ngx_http_integrations_search(r->pool, &v[i]);
+
+            if (rc == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+            if (rc == NGX_DECLINED) {
                 ngx_http_integrations_invalid(q, i,
                                         "must not contain control characters");
             }
+
             continue;
         }
 
@@ -2680,8 +2687,8 @@ ngx_http_integrations_invalid(ngx_http_integrations_query_t *q, ngx_uint_t p,
  * The search term as the scripts take it: case-folded as the CLI folds the
  * stored text (ngx_integrations_fold), and, where that differs from
  * ASCII-only lowercase, "\n" and that too, since text imported before
- * 2026-12-02 was lowered in ASCII only. A control character (the stored
- * fields are joined by "\n") is refused.
+ * 2026-12-02 was lowered in ASCII only. NGX_DECLINED: a control character
+ * (the stored fields are joined by "\n").
  */
 static ngx_int_t
 ngx_http_integrations_search(ngx_pool_t *pool, ngx_str_t *s)
@@ -2691,7 +2698,7 @@ ngx_http_integrations_search(ngx_pool_t *pool, ngx_str_t *s)
 
     for (i = 0; i < s->len; i++) {
         if (s->data[i] < 0x20 || s->data[i] == 0x7f) {
-            return NGX_ERROR;
+            return NGX_DECLINED;
         }
     }
 

@@ -104,9 +104,9 @@ unsigned char *ngx_integrations_decimal(unsigned char *dst, int64_t n);
 
 /*
  * Case folding for search, the same in the CLI (the stored text) and the
- * module (the query): ASCII, Latin-1, Latin Extended-A, Greek and
- * Cyrillic letters to lowercase. Every mapping keeps the UTF-8 length,
- * so len bytes in, len out; dst may be src.
+ * module (the query): every letter of the BMP whose case fold is one
+ * letter of the same UTF-8 length (ngx_integrations_fold.h), so len bytes
+ * in, len out; dst may be src.
  */
 size_t ngx_integrations_fold(unsigned char *dst, const unsigned char *src,
     size_t len);

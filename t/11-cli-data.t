@@ -255,6 +255,58 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
     like($err2, qr/is a directory/, '... says so');
 }
 
+# stdin that is a file read from its middle: only what is left is checked
+# and imported (it was read again from the file's start)
+{
+    my $dir = $h->dir;
+    open my $fh, '>', "$dir/mid.ndjson" or die $!;
+    print $fh '{"kind":"bogus","event":"nowhere","id":1}' . "\n"
+        . nd({ %$event, id => 22, slug => 'after-the-header' });
+    close $fh;
+    my %san = $ENV{INTEGRATIONS_ASAN} ? $h->_sanitizer_options : ();
+    local @ENV{ keys %san } = values %san;
+    my $ctl = join ' ', map { "'$_'" } $h->build . '/integrationsctl',
+        '--redis', $h->redis_url;
+    my $rc = system("{ read -r header; $ctl data import --org mid -; }"
+                    . " < '$dir/mid.ndjson' 2>'$dir/mid.err'") >> 8;
+    is($rc, 0, 'stdin past its first line: exit 0');
+    is($h->redis('HGET', '{o:mid}:live:slugs', 'after-the-header'), $m->(22),
+       '... the rest imported');
+    is(scalar(grep { /null|nowhere/ } $h->redis('KEYS', '{o:mid}*')), 0,
+       '... and nothing of the line it never got');
+}
+
+# a line of exactly 1 MiB (its newline not counted) is imported
+{
+    my $l = nd({ %$event, id => 23, slug => 'mib', description => '' });
+    chomp $l;
+    my $pad = 1024 * 1024 - length($l);
+    $l =~ s/"description":""/'"description":"' . ('d' x $pad) . '"'/e;
+    is(length($l), 1024 * 1024, 'a line of 1,048,576 bytes');
+    my ($rc, undef, $err) = $h->ctl_stdin("$l\n", 'data', 'import', '--org',
+                                          'mib', '-');
+    is($rc, 0, '... is imported') or diag $err;
+}
+
+# a stored detail not as the CLI writes it (another writer's): the line
+# is imported whole, without merging it
+{
+    my $X = '{o:other}:live:ev:' . $m->(31);
+    import_ok(nd({ %$event, id => 31, slug => 'spaced', city => 'Durban' }),
+              '--org', 'other');
+    $h->redis('HSET', $X, 'detail', '{ "id": 31, "city": "Durban" }');
+    my ($rc, undef, $err) = $h->ctl_stdin(
+        nd({ %$event, id => 31, slug => 'renamed', venueName => 'Dome' }),
+        'data', 'import', '--org', 'other', '-');
+    is($rc, 0, 'an event over a detail of another layout: imported') or diag $err;
+    is($h->redis('HGET', '{o:other}:live:slugs', 'renamed'), $m->(31),
+       '... under its new slug');
+    is($h->redis('HEXISTS', '{o:other}:live:slugs', 'spaced'), 0,
+       '... the old one gone');
+    like($h->redis('HGET', $X, 'detail'), qr/"venueName":"Dome"/,
+         '... with the line\'s fields');
+}
+
 # -- Redis refusing writes half way: the line is named, nothing half written --
 {
     my $O = '{o:oom}:live:ev:' . $m->(1);
@@ -273,7 +325,9 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
     my ($n) = $err =~ /line (\d+): Redis: OOM/;
     ok($n && $n > 2, 'the first refused line is named') or diag $err;
     is(scalar(() = $err =~ /Redis:/g), 1, '... once, not for every line after');
-    like($err, qr/import stopped: the lines before line $n are written/,
+    like($err, qr/import stopped at line $n: the lines before it are (?#
+                  )written, it is not, and those sent with it \(to line (?#
+                  )\d+\) may be/,
          '... and what was written');
     $n //= 0;
     my @sizes = (scalar $h->redis('ZCARD', "$O:att"),

@@ -241,7 +241,8 @@ for my $p (sort grep { !m{/events/[^/?]+$} } keys %$s1) {
 my $line5 = '{"kind":"event","id":51,"slug":"five","title":"Five",'
     . '"starts":"2026-09-01T19:00:00Z","revenue":19.99,"venueName":"Hall",'
     . '"description":"a, b} {c]","where":{"city":"Durban","geo":[-29.85,31.02]},'
-    . '"ticketTypes":[{"id":1,"name":"GA","price":2500,"fee":0.1}],'
+    . '"ticketTypes":[{"id":1,"name":"GA","price":2500,"fee":0.1,'
+    . '"tax":0.30000000000000004}],'
     . '"updated":"2026-08-01T00:00:00Z"}' . "\n"
     . '{"kind":"attendee","event":"five","id":7,"name":"Zoe",'
     . '"createdTime":"2026-08-01T10:00:00Z","amount":19.99,'
@@ -255,7 +256,9 @@ my $get5 = sub { $h->get($_[0], { 'X-Api-Key' => $k5 }) };
     my $d = $get5->("$B5/five");
     like $d->{content}, qr/"revenue":19\.99,/, 'a decimal as it was written';
     like $d->{content}, qr/"geo":\[-29\.85,31\.02\]/, '... inside the rest';
-    like $d->{content}, qr/"fee":0\.1\}/, '... in a ticket type';
+    like $d->{content}, qr/"fee":0\.1,/, '... in a ticket type';
+    like $d->{content}, qr/"tax":0\.30000000000000004\}/,
+        '... each number its own: one that needs 17 digits beside it';
     like $d->{content},
         qr/"venueName":"Hall","description":"a, b\} \{c\]","where":/,
         '... the other fields in the order given';

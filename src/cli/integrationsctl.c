@@ -128,29 +128,37 @@ static const char  ictl_record_lua[] =
  * detail's other fields that the line leaves out are kept, like its
  * ticket types, so that a list item imported back loses nothing.
  * members() splits an object that jansson wrote (compact) into its
- * members' texts, so that kept values stay byte for byte. ARGV[19],
+ * members' texts, so that kept values stay byte for byte, or gives nil
+ * (a stored detail another writer laid out otherwise is then not merged).
+ * Everything that can fail comes before the first write. ARGV[19],
  * ARGV[20]: where the item's and the detail's "updated" is to be
  * stamped, or "0".
  */
 static const char  ictl_event_lua[] =
 ICTL_STAMP
 "local function members(s)\n"
+"  if s:byte(1) ~= 123 then return nil end\n"
 "  local out, i, n = {}, 2, #s\n"
 "  while i < n do\n"
+"    if s:byte(i) ~= 34 then return nil end\n"
 "    local j = i + 1\n"
 "    while true do\n"
 "      j = s:find('[\\\\\"]', j)\n"
+"      if not j then return nil end\n"
 "      if s:byte(j) == 34 then break end\n"
 "      j = j + 2\n"
 "    end\n"
+"    if s:byte(j + 1) ~= 58 then return nil end\n"
 "    local v, k, depth = j + 2, j + 2, 0\n"
 "    while true do\n"
 "      k = s:find('[\"{}%[%],]', k)\n"
+"      if not k then return nil end\n"
 "      local c = s:byte(k)\n"
 "      if c == 34 then\n"
 "        k = k + 1\n"
 "        while true do\n"
 "          k = s:find('[\\\\\"]', k)\n"
+"          if not k then return nil end\n"
 "          if s:byte(k) == 34 then break end\n"
 "          k = k + 2\n"
 "        end\n"
@@ -168,17 +176,41 @@ ICTL_STAMP
 "local D, id, slug = KEYS[1], ARGV[1], ARGV[2]\n"
 "local item, detail, upd = ARGV[3], ARGV[4], ARGV[10]\n"
 ICTL_SCORES("ARGV[6]", "ARGV[19] ~= '0' or tonumber(upd)")
+"local E = D .. ':ev:' .. id\n"
+"local other = redis.call('HGET', D .. ':slugs', slug)\n"
+"if other and other ~= id then\n"
+"  return redis.error_reply('slug ' .. slug .. ' belongs to another event')\n"
+"end\n"
+"local rest, seen = {}, {}\n"
+"if ARGV[21] ~= '' then\n"
+"  local ms = members(ARGV[21])\n"
+"  if not ms then return redis.error_reply('fields not compact JSON') end\n"
+"  for _, m in ipairs(ms) do\n"
+"    rest[#rest + 1] = m[1] .. ':' .. m[2]\n"
+"    seen[m[1]] = true\n"
+"  end\n"
+"end\n"
+"local stored = redis.call('HGET', E, 'detail')\n"
+"local ms = stored and members(stored)\n"
+"if ms then\n"
+"  for _, f in ipairs({'id', 'slug', 'title', 'starts', 'ends', 'status',\n"
+"      'published', 'passCount', 'revenue', 'updated', 'ticketTypes'}) do\n"
+"    seen['\"' .. f .. '\"'] = true\n"
+"  end\n"
+"  for _, m in ipairs(ms) do\n"
+"    if not seen[m[1]] then rest[#rest + 1] = m[1] .. ':' .. m[2] end\n"
+"  end\n"
+"end\n"
+"local tt = ARGV[11] == '1' and ARGV[12]\n"
+"  or redis.call('HGET', E, 'tt') or '[]'\n"
 "if ARGV[19] ~= '0' then\n"
 "  local iso\n"
 "  iso, upd = stamp()\n"
 "  item = stamped(item, ARGV[19], iso)\n"
 "  detail = stamped(detail, ARGV[20], iso)\n"
 "end\n"
-"local E = D .. ':ev:' .. id\n"
-"local other = redis.call('HGET', D .. ':slugs', slug)\n"
-"if other and other ~= id then\n"
-"  return redis.error_reply('slug ' .. slug .. ' belongs to another event')\n"
-"end\n"
+"if #rest > 0 then detail = detail .. ',' .. table.concat(rest, ',') end\n"
+"-- every check done: the writes\n"
 "local old = redis.call('HGET', E, 'slug')\n"
 "if old and old ~= slug then redis.call('HDEL', D .. ':slugs', old) end\n"
 "local fields = {'tt', 'av', 'ef', 'cf'}\n"
@@ -187,25 +219,6 @@ ICTL_SCORES("ARGV[6]", "ARGV[19] ~= '0' or tonumber(upd)")
 "    redis.call('HSET', E, f, ARGV[10 + 2 * i])\n"
 "  end\n"
 "end\n"
-"local rest, seen = {}, {}\n"
-"if ARGV[21] ~= '' then\n"
-"  for _, m in ipairs(members(ARGV[21])) do\n"
-"    rest[#rest + 1] = m[1] .. ':' .. m[2]\n"
-"    seen[m[1]] = true\n"
-"  end\n"
-"end\n"
-"local stored = redis.call('HGET', E, 'detail')\n"
-"if stored then\n"
-"  for _, f in ipairs({'id', 'slug', 'title', 'starts', 'ends', 'status',\n"
-"      'published', 'passCount', 'revenue', 'updated', 'ticketTypes'}) do\n"
-"    seen['\"' .. f .. '\"'] = true\n"
-"  end\n"
-"  for _, m in ipairs(members(stored)) do\n"
-"    if not seen[m[1]] then rest[#rest + 1] = m[1] .. ':' .. m[2] end\n"
-"  end\n"
-"end\n"
-"if #rest > 0 then detail = detail .. ',' .. table.concat(rest, ',') end\n"
-"local tt = redis.call('HGET', E, 'tt') or '[]'\n"
 "redis.call('HSET', E, 'item', item,\n"
 "  'detail', detail .. ',\"ticketTypes\":' .. tt .. '}',\n"
 "  'slug', slug, 'search', ARGV[5], 'starts', ARGV[6], 'ends', ARGV[7],\n"
@@ -449,10 +462,9 @@ ictl_connect(ictl_t *ctx, const char *url)
         end = strrchr(p, ':');
         if (end && (!strchr(p, ']') || end > strchr(p, ']'))) {
             *end++ = '\0';
-            port = atoi(end);
-            if (strspn(end, "0123456789") != strlen(end) || port < 1
-                || port > 65535)
-            {
+            port = (strspn(end, "0123456789") == strlen(end)
+                    && strlen(end) <= 5) ? atoi(end) : 0;
+            if (port < 1 || port > 65535) {
                 ictl_error("--redis: the port must be 1-65535");
                 return ICTL_BAD_INPUT;
             }
@@ -797,48 +809,136 @@ ictl_real_digits(double v)
 }
 
 
-/* the most digits any number in v needs; 0 if it holds none */
-static int
-ictl_precision(json_t *v)
-{
-    int          p, max;
-    size_t       i;
-    json_t      *e;
-    const char  *key;
+typedef struct {
+    char        *p;
+    size_t       len;
+    size_t       size;
+} ictl_text_t;
 
-    max = 0;
+
+/* appends n bytes of s (NUL-terminated after); -1 if out of memory */
+static int
+ictl_text_add(ictl_text_t *t, const char *s, size_t n)
+{
+    char    *bigger;
+    size_t   size;
+
+    if (t->len + n + 1 > t->size) {
+        for (size = t->size ? t->size : 64; t->len + n + 1 > size; size *= 2)
+        {
+            /* void */
+        }
+
+        bigger = realloc(t->p, size);
+        if (bigger == NULL) {
+            return -1;
+        }
+
+        t->p = bigger;
+        t->size = size;
+    }
+
+    memcpy(t->p + t->len, s, n);
+    t->len += n;
+    t->p[t->len] = '\0';
+
+    return 0;
+}
+
+
+/* a scalar as jansson writes it, a number in the fewest digits */
+static int
+ictl_text_scalar(ictl_text_t *t, json_t *v)
+{
+    int     rc;
+    char   *s;
+    size_t  flags;
+
+    flags = JSON_COMPACT | JSON_ENCODE_ANY;
 
     if (json_is_real(v)) {
-        return ictl_real_digits(json_real_value(v));
+        flags |= JSON_REAL_PRECISION(ictl_real_digits(json_real_value(v)));
     }
+
+    s = json_dumps(v, flags);
+    if (s == NULL) {
+        return -1;
+    }
+
+    rc = ictl_text_add(t, s, strlen(s));
+    free(s);
+
+    return rc;
+}
+
+
+/* v, compact, containers walked here so that each number is its own */
+static int
+ictl_text_value(ictl_text_t *t, json_t *v)
+{
+    int          rc;
+    size_t       i;
+    json_t      *e, *k;
+    const char  *key;
 
     if (json_is_array(v)) {
+        rc = ictl_text_add(t, "[", 1);
         json_array_foreach(v, i, e) {
-            p = ictl_precision(e);
-            max = p > max ? p : max;
+            if (rc == 0 && i) {
+                rc = ictl_text_add(t, ",", 1);
+            }
+            if (rc == 0) {
+                rc = ictl_text_value(t, e);
+            }
         }
-
-    } else if (json_is_object(v)) {
-        json_object_foreach(v, key, e) {
-            p = ictl_precision(e);
-            max = p > max ? p : max;
-        }
+        return rc ? rc : ictl_text_add(t, "]", 1);
     }
 
-    return max;
+    if (json_is_object(v)) {
+        rc = ictl_text_add(t, "{", 1);
+        i = 0;
+        json_object_foreach(v, key, e) {
+            if (rc == 0 && i++) {
+                rc = ictl_text_add(t, ",", 1);
+            }
+            if (rc == 0) {
+                k = json_string(key);
+                rc = k ? ictl_text_scalar(t, k) : -1;
+                json_decref(k);
+            }
+            if (rc == 0) {
+                rc = ictl_text_add(t, ":", 1);
+            }
+            if (rc == 0) {
+                rc = ictl_text_value(t, e);
+            }
+        }
+        return rc ? rc : ictl_text_add(t, "}", 1);
+    }
+
+    return ictl_text_scalar(t, v);
 }
 
 
 /*
- * Compact, in the order given, and numbers as short as they can be
+ * Compact, in the order given, and each number as short as it can be
  * written and read back the same (19.99, not jansson's 17 digits,
  * 19.989999999999998): what was imported is what the API returns.
+ * NULL if out of memory.
  */
 static char *
 ictl_dump(json_t *v)
 {
-    return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY
-                         | JSON_REAL_PRECISION(ictl_precision(v)));
+    ictl_text_t  t;
+
+    memset(&t, 0, sizeof(t));
+
+    if (ictl_text_value(&t, v) != 0) {
+        free(t.p);
+        return NULL;
+    }
+
+    return t.p;
 }
 
 
@@ -1911,6 +2011,7 @@ typedef struct {
     long         lines[ICTL_BATCH]; /* the line of each command in flight */
     char         deletes[ICTL_BATCH];  /* ... and whether it deletes */
     long         failed;            /* the first line Redis refused, or 0 */
+    long         last;              /* the last line whose reply was read */
     long         deletions;         /* attendees deleted that were there */
 } ictl_pipe_t;
 
@@ -1918,11 +2019,9 @@ typedef struct {
 static int
 ictl_drain(ictl_import_t *im, ictl_pipe_t *pp)
 {
-    int          rc;
-    redisReply  *r;
-
-    int          deletes;
+    int          rc, deletes;
     long         line;
+    redisReply  *r;
 
     rc = ICTL_OK;
 
@@ -1935,6 +2034,7 @@ ictl_drain(ictl_import_t *im, ictl_pipe_t *pp)
         pp->queued--;
         deletes = pp->deletes[pp->read % ICTL_BATCH];
         line = pp->lines[pp->read++ % ICTL_BATCH];
+        pp->last = line;
 
         /* each line is one script: refused, it wrote nothing */
         if (r->type == REDIS_REPLY_ERROR) {
@@ -2253,7 +2353,7 @@ ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
             continue;
         }
 
-        if (n > ICTL_LINE_MAX) {
+        if (n - (line[n - 1] == '\n') > ICTL_LINE_MAX) {
             if (pp == NULL) {
                 ictl_bad(im, "longer than %d bytes", ICTL_LINE_MAX);
             }
@@ -2307,10 +2407,11 @@ ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
     }
 
     if (pp && pp->failed) {
-        ictl_error("import stopped: the lines before line %ld are written, "
-                   "line %ld is not (each line is written whole or not at "
-                   "all); the import is idempotent: run it again once "
-                   "Redis takes writes", pp->failed, pp->failed);
+        ictl_error("import stopped at line %ld: the lines before it are "
+                   "written, it is not, and those sent with it (to line "
+                   "%ld) may be; each line is written whole or not at all, "
+                   "and the import is idempotent: run it again once Redis "
+                   "takes writes", pp->failed, pp->last);
     }
 
     return rc;
@@ -2382,19 +2483,27 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
         }
     }
 
-    if (fstat(fileno(in), &st) != 0 || S_ISDIR(st.st_mode)) {
-        ictl_error("%s: %s", path, S_ISDIR(st.st_mode) ? "is a directory"
-                                                       : strerror(errno));
+    if (fstat(fileno(in), &st) != 0) {
+        ictl_error("%s: %s", path, strerror(errno));
         rc = ICTL_BAD_INPUT;
         goto done;
     }
 
-    if (S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode)) {
+        ictl_error("%s: is a directory", path);
+        rc = ICTL_BAD_INPUT;
+        goto done;
+    }
+
+    if (S_ISREG(st.st_mode) && in != stdin) {
         f = in;
 
     } else {
-        /* a pipe is read twice: spooled, nothing is written before all
-         * of it was checked */
+        /*
+         * read twice, so spooled: a pipe cannot be, and stdin may start
+         * past a file's beginning; nothing is written before all of it
+         * was checked
+         */
         f = ictl_spool(in, path);
         if (in != stdin) {
             fclose(in);

@@ -52,14 +52,14 @@ sub new {
 }
 
 # the search text as integrationsctl writes it (ngx_integrations_fold):
-# UTF-8 bytes in and out, every letter of the BMP whose lowercase has the
-# same UTF-8 length lowered
+# UTF-8 bytes in and out, every letter of the BMP whose case fold is one
+# letter of the same UTF-8 length folded
 sub fold {
     my ($bytes) = @_;
     my $t = $bytes;
     utf8::decode($t) or return $bytes =~ tr/A-Z/a-z/r;
     my $out = join '', map {
-        my $l = lc $_;
+        my $l = CORE::fc($_);
         my ($a, $b) = ($_, $l);
         utf8::encode($a);
         utf8::encode($b);

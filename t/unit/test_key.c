@@ -324,7 +324,9 @@ main(void)
             "\xc3 \xc3\x28 \xed\xa0\x80 \xe0\x80\x80 \xff"),
        "fold: invalid UTF-8 kept byte for byte");
     ok(fold("\xc4\xb0\xe1\xba\x9e", "\xc4\xb0\xe1\xba\x9e"),
-       "fold: letters whose lowercase is longer kept");
+       "fold: letters whose fold is longer kept");
+    ok(fold("\xcf\x82 \xc2\xb5", "\xcf\x83 \xce\xbc"),
+       "fold: final sigma and the micro sign as their letters");
 
     printf("1..%d\n", test_n);
 
