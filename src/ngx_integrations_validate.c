@@ -52,6 +52,7 @@ typedef struct {
 static ngx_regex_t *ngx_integrations_validate_regex(ngx_conf_t *cf,
     const char *pattern);
 static ngx_int_t ngx_integrations_validate_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_integrations_json_type(ngx_str_t *type);
 static u_char *ngx_integrations_validate_bytes(ngx_http_request_t *r,
     size_t *len);
 static void ngx_integrations_validate_body(ngx_http_request_t *r);
@@ -652,6 +653,14 @@ ngx_integrations_validate_handler(ngx_http_request_t *r)
         return ctx->status;
     }
 
+    /* a body declared as a form or XML is not read as JSON: 415 */
+    if ((r->headers_in.content_length_n > 0 || r->headers_in.chunked)
+        && r->headers_in.content_type
+        && !ngx_integrations_json_type(&r->headers_in.content_type->value))
+    {
+        return NGX_HTTP_UNSUPPORTED_MEDIA_TYPE;
+    }
+
     if (ctx == NULL) {
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_integrations_validate_ctx_t));
         if (ctx == NULL) {
@@ -680,6 +689,52 @@ ngx_integrations_validate_handler(ngx_http_request_t *r)
     ngx_http_finalize_request(r, NGX_DONE);
 
     return NGX_DONE;
+}
+
+
+/*
+ * A body declared as another structured format (a form, multipart, XML)
+ * is not JSON; untyped or loosely typed ones (text/plain,
+ * application/octet-stream, none) are read as JSON, as clients send them.
+ */
+static ngx_uint_t
+ngx_integrations_json_type(ngx_str_t *type)
+{
+    u_char      *p, *end;
+    size_t       len;
+    ngx_uint_t   i;
+
+    static ngx_str_t  refused[] = {
+        ngx_string("application/x-www-form-urlencoded"),
+        ngx_string("multipart/"),
+        ngx_string("application/xml"),
+        ngx_string("text/xml"),
+    };
+
+    p = type->data;
+    end = ngx_strlchr(p, p + type->len, ';');
+    if (end == NULL) {
+        end = p + type->len;
+    }
+
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t')) {
+        end--;
+    }
+
+    len = end - p;
+
+    for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        if (len >= refused[i].len
+            && ngx_strncasecmp(p, refused[i].data, refused[i].len) == 0
+            && (refused[i].data[refused[i].len - 1] == '/'
+                || len == refused[i].len))
+        {
+            return 0;
+        }
+    }
+
+    /* application/atom+xml, image/svg+xml, ... */
+    return !(len > 4 && ngx_strncasecmp(end - 4, (u_char *) "+xml", 4) == 0);
 }
 
 

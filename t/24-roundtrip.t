@@ -292,8 +292,9 @@ my $get5 = sub { $h->get($_[0], { 'X-Api-Key' => $k5 }) };
 {
     my %san = $ENV{INTEGRATIONS_ASAN} ? $h->_sanitizer_options : ();
     local @ENV{ keys %san } = values %san;
-    open(my $in, '|-', $h->build . '/integrationsctl', '--redis',
-         $h->redis_url, 'data', 'import', '--org', 'rt5', '-')
+    my $cmd = join ' ', map { "'$_'" } $h->build . '/integrationsctl',
+        '--redis', $h->redis_url, 'data', 'import', '--org', 'rt5', '-';
+    open(my $in, '|-', "$cmd 2>'" . $h->dir . "/slow.err'")
         or die "integrationsctl: $!";
     select((select($in), $| = 1)[0]);
     select(undef, undef, undef, 1.2);

@@ -163,6 +163,29 @@ for my $path ('/mem', '/file', '/file-only') {
         message => 'must be a non-negative integer (cents: 2500 is 25.00)' }],
         "$path: the failure is found at the end of the body");
 }
+# a body declared as a form or XML: 415, never read nor forwarded; an
+# untyped one (text/plain, octet-stream, none) is read as JSON
+{
+    my $ok = '{"title":"T","startsAt":"2026-09-01T19:00:00Z"}';
+    for my $type ('application/x-www-form-urlencoded',
+                  'multipart/form-data; boundary=x', 'application/xml',
+                  'text/xml; charset=utf-8', 'application/atom+xml') {
+        my $r = post('/mem', $ok, 'Content-Type' => $type);
+        is($r->{status}, 415, "Content-Type $type: 415");
+        is_deeply(eval { $h->json($r) }, { error => 'Unsupported media type' },
+                  '... {"error":"Unsupported media type"}');
+    }
+    for my $type ('application/json; charset=utf-8', 'Application/JSON',
+                  'application/merge-patch+json', 'text/plain',
+                  'application/octet-stream') {
+        my $r = post('/mem', $ok, 'Content-Type' => $type);
+        is($r->{status}, 201, "Content-Type $type: forwarded");
+        $n++;
+    }
+    my $r = $h->request('POST', '/mem', { 'X-Api-Key' => $key }, $ok);
+    is($r->{status}, 201, 'no Content-Type: read as JSON, forwarded');
+    $n++;
+}
 is(scalar(my @b0 = backend()), $n, 'no invalid body upstream');
 ok($h->logs_contain('a client request body is buffered to a temporary file'),
    'the larger bodies were read from temporary files');
