@@ -249,6 +249,7 @@ static void ngx_http_integrations_invalid(ngx_http_integrations_query_t *q,
     ngx_uint_t p, const char *message);
 static ngx_int_t ngx_http_integrations_search(ngx_pool_t *pool,
     ngx_str_t *s);
+static ngx_uint_t ngx_http_integrations_hex(u_char c);
 static ngx_int_t ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v);
 static ngx_int_t ngx_http_integrations_bool(ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
@@ -2469,9 +2470,10 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
     uint64_t     n;
     ngx_int_t    b, rc;
     ngx_str_t   *v, name;
-    ngx_uint_t   i, k;
+    ngx_uint_t   i, k, broken;
 
     v = q->value;
+    broken = 0;
     p = r->args.data;
     end = p + r->args.len;
 
@@ -2507,6 +2509,15 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
 
             for (k = 0; s + k < amp; k++) {
                 d[k] = (s[k] == '+') ? ' ' : s[k];
+
+                /* nginx would drop "%" or "%2" silently ("" matches all) */
+                if (s[k] == '%'
+                    && (s + k + 2 >= amp
+                        || !ngx_http_integrations_hex(s[k + 1])
+                        || !ngx_http_integrations_hex(s[k + 2])))
+                {
+                    broken |= NGX_HTTP_INTEGRATIONS_BIT(i);
+                }
             }
 
             s = d;
@@ -2515,6 +2526,14 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
         }
 
         p = amp + 1;
+    }
+
+    for (i = 0; i < NGX_HTTP_INTEGRATIONS_P_N; i++) {
+        if (broken & NGX_HTTP_INTEGRATIONS_BIT(i)) {
+            ngx_http_integrations_invalid(q, i, "has a malformed %-escape "
+                                          "(a % itself is written %25)");
+            ngx_str_null(&v[i]);
+        }
     }
 
     /* page */
@@ -2690,6 +2709,13 @@ ngx_http_integrations_invalid(ngx_http_integrations_query_t *q, ngx_uint_t p,
  * 2026-12-02 was lowered in ASCII only. NGX_DECLINED: a control character
  * (the stored fields are joined by "\n").
  */
+static ngx_uint_t
+ngx_http_integrations_hex(u_char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+
 static ngx_int_t
 ngx_http_integrations_search(ngx_pool_t *pool, ngx_str_t *s)
 {

@@ -422,6 +422,20 @@ is_deeply ids($j), [ 1999, 19990 .. 19999 ], 'big: search scans';
         is $r->{status}, 400, "search=$bad (a control character): 400";
         is $j->{details}[0]{field}, 'search', '... names search';
     }
+    # a broken escape was dropped by nginx's unescape: "" matched all
+    for my $bad ('%', '%2', 'a%zz', '%G0') {
+        ($r, $j) = api('intl', "search=$bad");
+        is $r->{status}, 400, "search=$bad (a malformed escape): 400";
+        is_deeply [ map { $_->{field} } @{ $j->{details} } ], ['search'],
+            '... names search, once';
+        like $j->{details}[0]{message}, qr/%25/, '... says how to write %';
+    }
+    ($r, $j) = api('intl', 'page=%3');
+    is_deeply [ map { $_->{field} } @{ $j->{details} || [] } ], ['page'],
+        'page=%3: 400 naming page once';
+    ($r, $j) = api('intl', 'search=%25');
+    is $r->{status}, 200, 'search=%25 (a percent sign) is a search';
+    is_deeply ids($j), [], '... that finds no one here';
 }
 
 unlike $h->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alerts in the log';
