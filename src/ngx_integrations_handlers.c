@@ -249,7 +249,6 @@ static void ngx_http_integrations_invalid(ngx_http_integrations_query_t *q,
     ngx_uint_t p, const char *message);
 static ngx_int_t ngx_http_integrations_search(ngx_pool_t *pool,
     ngx_str_t *s);
-static ngx_uint_t ngx_http_integrations_hex(u_char c);
 static ngx_int_t ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v);
 static ngx_int_t ngx_http_integrations_bool(ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
@@ -2513,8 +2512,7 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
                 /* nginx would drop "%" or "%2" silently ("" matches all) */
                 if (s[k] == '%'
                     && (s + k + 2 >= amp
-                        || !ngx_http_integrations_hex(s[k + 1])
-                        || !ngx_http_integrations_hex(s[k + 2])))
+                        || ngx_hextoi(&s[k + 1], 2) == NGX_ERROR))
                 {
                     broken |= NGX_HTTP_INTEGRATIONS_BIT(i);
                 }
@@ -2709,13 +2707,6 @@ ngx_http_integrations_invalid(ngx_http_integrations_query_t *q, ngx_uint_t p,
  * 2026-12-02 was lowered in ASCII only. NGX_DECLINED: a control character
  * (the stored fields are joined by "\n").
  */
-static ngx_uint_t
-ngx_http_integrations_hex(u_char c)
-{
-    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
-}
-
-
 static ngx_int_t
 ngx_http_integrations_search(ngx_pool_t *pool, ngx_str_t *s)
 {

@@ -235,10 +235,7 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
 
 # -- input that is not a plain file ----------------------------------------------
 {
-    my $ctl = join ' ', map { "'$_'" } $h->build . '/integrationsctl',
-        '--redis', $h->redis_url;
-    my %san = $ENV{INTEGRATIONS_ASAN} ? $h->_sanitizer_options : ();
-    local @ENV{ keys %san } = values %san;
+    my $ctl = $h->ctl_shell;
     my $dir = $h->dir;
     open my $fh, '>', "$dir/pipe.ndjson" or die $!;
     print $fh nd({ %$event, id => 21, slug => 'piped' });
@@ -263,10 +260,7 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
     print $fh '{"kind":"bogus","event":"nowhere","id":1}' . "\n"
         . nd({ %$event, id => 22, slug => 'after-the-header' });
     close $fh;
-    my %san = $ENV{INTEGRATIONS_ASAN} ? $h->_sanitizer_options : ();
-    local @ENV{ keys %san } = values %san;
-    my $ctl = join ' ', map { "'$_'" } $h->build . '/integrationsctl',
-        '--redis', $h->redis_url;
+    my $ctl = $h->ctl_shell;
     my $rc = system("{ read -r header; $ctl data import --org mid -; }"
                     . " < '$dir/mid.ndjson' 2>'$dir/mid.err'") >> 8;
     is($rc, 0, 'stdin past its first line: exit 0');

@@ -290,10 +290,7 @@ my $get5 = sub { $h->get($_[0], { 'X-Api-Key' => $k5 }) };
 # sync's start shows up in the next sync from that start
 
 {
-    my %san = $ENV{INTEGRATIONS_ASAN} ? $h->_sanitizer_options : ();
-    local @ENV{ keys %san } = values %san;
-    my $cmd = join ' ', map { "'$_'" } $h->build . '/integrationsctl',
-        '--redis', $h->redis_url, 'data', 'import', '--org', 'rt5', '-';
+    my $cmd = $h->ctl_shell('data', 'import', '--org', 'rt5', '-');
     open(my $in, '|-', "$cmd 2>'" . $h->dir . "/slow.err'")
         or die "integrationsctl: $!";
     select((select($in), $| = 1)[0]);

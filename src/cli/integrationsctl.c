@@ -946,64 +946,44 @@ ictl_dump(json_t *v)
 static char *
 ictl_object(json_t *obj, const char **fields, int closed)
 {
-    int      i;
-    char    *v, *k, *out;
-    size_t   len, size;
-    json_t  *jk;
+    int           i, rc;
+    json_t       *v, *k;
+    ictl_text_t   t;
 
-    size = 256;
-    out = malloc(size);
-    if (out == NULL) {
+    memset(&t, 0, sizeof(t));
+    rc = ictl_text_add(&t, "{", 1);
+
+    for (i = 0; rc == 0 && fields[i]; i++) {
+        if (i) {
+            rc = ictl_text_add(&t, ",", 1);
+        }
+
+        k = json_string(fields[i]);
+        if (rc == 0) {
+            rc = k ? ictl_text_scalar(&t, k) : -1;
+        }
+        json_decref(k);
+
+        if (rc == 0) {
+            rc = ictl_text_add(&t, ":", 1);
+        }
+
+        v = json_object_get(obj, fields[i]);
+        if (rc == 0) {
+            rc = ictl_text_value(&t, v ? v : json_null());
+        }
+    }
+
+    if (rc == 0 && closed) {
+        rc = ictl_text_add(&t, "}", 1);
+    }
+
+    if (rc != 0) {
+        free(t.p);
         return NULL;
     }
 
-    len = 0;
-    out[len++] = '{';
-
-    for (i = 0; fields[i]; i++) {
-        v = ictl_dump(json_object_get(obj, fields[i]) ? json_object_get(obj,
-                      fields[i]) : json_null());
-        jk = json_string(fields[i]);
-        k = ictl_dump(jk);
-        json_decref(jk);
-
-        if (v == NULL || k == NULL) {
-            free(v);
-            free(k);
-            free(out);
-            return NULL;
-        }
-
-        while (len + strlen(k) + strlen(v) + 4 > size) {
-            char  *bigger;
-
-            size *= 2;
-            bigger = realloc(out, size);
-            if (bigger == NULL) {
-                free(out);
-                free(k);
-                free(v);
-                return NULL;
-            }
-            out = bigger;
-        }
-
-        if (i) {
-            out[len++] = ',';
-        }
-
-        len += sprintf(out + len, "%s:%s", k, v);
-        free(k);
-        free(v);
-    }
-
-    if (closed) {
-        out[len++] = '}';
-    }
-
-    out[len] = '\0';
-
-    return out;
+    return t.p;
 }
 
 
@@ -1687,10 +1667,8 @@ typedef struct {
     json_t      *redis_ids;  /* slug -> id known in Redis, or null */
     long         line;
     int          errors;
-    double       now;
     long         events;
     long         attendees;
-    long         deletions;
 } ictl_import_t;
 
 
@@ -1959,8 +1937,9 @@ ictl_validate(ictl_import_t *im, json_t *obj)
 }
 
 
+/* a copy of s case-folded, as the module folds a search term */
 static char *
-ictl_lower(const char *s)
+ictl_folded(const char *s)
 {
     char  *out;
 
@@ -2178,7 +2157,7 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
         if (s) {
             sprintf(s, "%s\n%s", ictl_str(obj, "title"),
                     ictl_str(obj, "slug"));
-            search = ictl_lower(s);
+            search = ictl_folded(s);
             free(s);
         }
 
@@ -2256,7 +2235,7 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
                 sprintf(s, "%s\n%s\n%s\n%s", ictl_str(obj, "name"),
                         ictl_str(obj, "email"), ictl_str(obj, "phone"),
                         ictl_str(obj, "reference"));
-                search = ictl_lower(s);
+                search = ictl_folded(s);
                 free(s);
             }
 
@@ -2469,7 +2448,6 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
     im.slugs = json_object();
     im.redis_ids = json_object();
     t0 = ictl_now();
-    im.now = t0;
 
     in = stdin;
     f = NULL;

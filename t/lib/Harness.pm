@@ -350,6 +350,17 @@ sub ctl {
 }
 
 
+# the same call as a shell command line, for pipes and redirections:
+# quoted, with the sanitizer options ctl_stdin would pass
+sub ctl_shell {
+    my ($self, @args) = @_;
+    my %env = $ENV{INTEGRATIONS_ASAN} ? $self->_sanitizer_options : ();
+    return join ' ', (map { "$_='$env{$_}'" } sort keys %env),
+        map { "'$_'" } "$self->{build}/integrationsctl", '--redis',
+        $self->redis_url, @args;
+}
+
+
 sub ctl_stdin {
     my ($self, $input, @args) = @_;
 
