@@ -14,7 +14,7 @@ SRCS       = $(wildcard src/*.c src/*.h) config
 CLI_SRCS   = $(wildcard src/cli/*.c src/cli/*.h) src/ngx_integrations_key.c \
 	         src/ngx_integrations_key.h src/ngx_integrations_fold.h
 
-.PHONY: all deps module cli run stop test test-asan unit bench script-cost lint clean
+.PHONY: all deps module cli run stop test test-asan unit bench script-cost fuzz lint clean
 
 all: deps module cli
 
@@ -68,6 +68,20 @@ test-asan: deps
 bench: all
 	@scripts/deps.sh bench
 	@bench/run.sh
+
+# libFuzzer (clang, ASan, UBSan) on the pure logic for FUZZ_SECS, from
+# t/fuzz/corpus into a scratch copy; a broken property aborts and leaves
+# its input in $(BUILD)/fuzz (keep it in t/fuzz/corpus: t/02 replays it)
+FUZZ_SECS ?= 120
+fuzz:
+	@scripts/deps.sh fuzz
+	@mkdir -p $(BUILD)/fuzz/work
+	clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -Isrc -o $(BUILD)/fuzz/fuzz_key \
+	    t/fuzz/fuzz_key.c src/ngx_integrations_key.c -lcrypto -lz
+	cp t/fuzz/corpus/* $(BUILD)/fuzz/work/
+	cd $(BUILD)/fuzz && ./fuzz_key -max_total_time=$(FUZZ_SECS) \
+	    -max_len=512 work
 
 # Redis instructions per key check (callgrind): weighs a script change
 script-cost: all

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build, tests and demo need, if missing.
-# Usage: scripts/deps.sh [bench|lint|script-cost]   (bench: the OpenResty
-# peer's packages; lint: cppcheck; script-cost: valgrind)
+# Usage: scripts/deps.sh [bench|lint|script-cost|fuzz]   (bench: the
+# OpenResty peer's packages; lint: cppcheck; script-cost: valgrind; fuzz:
+# clang and its libFuzzer)
 set -euo pipefail
 pkgs="gcc make nginx nginx-dev libhiredis-dev libjansson-dev libpcre2-dev
       libssl-dev zlib1g-dev redis-server perl curl"
 if [ "${1:-}" = lint ]; then
     pkgs="$pkgs cppcheck"
+fi
+if [ "${1:-}" = fuzz ]; then
+    pkgs="$pkgs clang libclang-rt-14-dev"
 fi
 if [ "${1:-}" = script-cost ]; then
     pkgs="$pkgs valgrind python3"

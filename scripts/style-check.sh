@@ -4,7 +4,7 @@
 set -u
 cd "$(dirname "$0")/.."
 status=0
-for f in src/*.c src/*.h src/cli/*.c src/cli/*.h; do
+for f in src/*.c src/*.h src/cli/*.c src/cli/*.h t/unit/*.c t/fuzz/*.c; do
     [ -f "$f" ] || continue
     if grep -nP '\t' "$f" | sed "s|^|$f:|;s|$| (tab)|" | grep .; then
         status=1

@@ -631,6 +631,11 @@ ngx_integrations_scope_has(const unsigned char *list, size_t list_len,
 {
     size_t  i, start;
 
+    /* no token is empty: a list's trailing spaces held "" */
+    if (scope_len == 0) {
+        return 0;
+    }
+
     i = 0;
 
     while (i < list_len) {

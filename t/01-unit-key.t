@@ -4,14 +4,8 @@
 use strict;
 use warnings;
 use FindBin;
+use lib "$FindBin::Bin/lib";
+use CProgram;
 
-my $root = "$FindBin::Bin/..";
-my $out = "$root/t/tmp/test_key";
-mkdir "$root/t/tmp";
-my $cc = $ENV{CC} // 'cc';
-my $san = $ENV{INTEGRATIONS_ASAN} ? '-fsanitize=address,undefined' : '';
-system("$cc -Wall -Wextra -O1 -g $san -I$root/src -o $out "
-       . "$root/t/unit/test_key.c $root/src/ngx_integrations_key.c "
-       . "-lcrypto -lz") == 0
-    or do { print "1..0 # SKIP cannot compile the unit tests\n"; exit 1 };
-exec $out;
+exec CProgram::build('test_key', 't/unit/test_key.c',
+                     'src/ngx_integrations_key.c');

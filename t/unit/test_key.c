@@ -204,7 +204,8 @@ main(void)
                               (unsigned char *) "pepper", 6, h);
     /* echo -n abc | openssl dgst -sha256 -hmac pepper */
     ok(memcmp(h, "95ac8d48c4886bae06029b433c46c419"
-                 "019bf03a65a842069d84b7755b1d08c4", 64) == 0, "HMAC-SHA-256 with a pepper");
+                 "019bf03a65a842069d84b7755b1d08c4", 64) == 0,
+       "HMAC-SHA-256 with a pepper");
 
     /* the kept contexts: same pepper again, another pepper, none, freed */
     ngx_integrations_key_hash((unsigned char *) "ik_live_xyz", 11,
@@ -280,6 +281,9 @@ main(void)
     ok(!ngx_integrations_scope_has((unsigned char *) "", 0,
                                    (unsigned char *) "a", 1),
        "no scopes");
+    ok(!ngx_integrations_scope_has((unsigned char *) "events:read  ", 13,
+                                   (unsigned char *) "", 0),
+       "the empty scope is never held, trailing spaces or not");
 
     ok(rate("60r/m", &n, &w) == 0 && n == 60 && w == 60000, "60r/m");
     ok(rate("10r/s", &n, &w) == 0 && n == 10 && w == 1000, "10r/s");
