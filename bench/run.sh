@@ -96,13 +96,17 @@ wrk_run() {   # name url path keys
         >> results.txt
 }
 
-redis_stats() {   # prints "calls cpu_seconds"
-    local c s
+# "calls cpu_seconds reads": reads are Redis's socket reads, so requests
+# per read tell how many requests' commands share one send (pipelining)
+redis_stats() {
+    local c s n
     c=$(redis-cli -p "$RPORT" info commandstats | tr -d '\r' | awk -F'[=,:]' \
         '/^cmdstat_/ && $1 != "cmdstat_info" {c += $3} END {print c}')
     s=$(redis-cli -p "$RPORT" info cpu | tr -d '\r' | awk -F: \
         '/used_cpu_(sys|user):/ {s += $2} END {print s}')
-    echo "$c $s"
+    n=$(redis-cli -p "$RPORT" info stats | tr -d '\r' | awk -F: \
+        '$1 == "total_reads_processed" {print $2}')
+    echo "$c $s ${n:-0}"
 }
 
 # a run of one side with Redis's work counted for that side
@@ -112,8 +116,8 @@ side_run() {   # side name url path keys
     read -r -a a < <(redis_stats)
     wrk_run "$@"
     read -r -a b < <(redis_stats)
-    echo "$side $((b[0] - a[0])) $(echo "${b[1]} - ${a[1]}" | bc) $1" \
-        >> redis.txt
+    echo "$side $((b[0] - a[0])) $(echo "${b[1]} - ${a[1]}" | bc)" \
+         "$((b[2] - a[2])) $1" >> redis.txt
 }
 
 # CPU ticks of the workers of the nginx whose pid file is given
@@ -125,33 +129,40 @@ worker_ticks() {   # pidfile
     echo "$t"
 }
 
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+# "idle steal": the machine's idle (with iowait) and the time the
+# hypervisor gave its vCPUs to others (a virtual machine's noise)
+idle_ticks() { awk '/^cpu / {print $5 + $6, $9 + 0}' /proc/stat; }
 
-# a run with the server's workers' CPU and the machine's idle time
-# counted: appends "name worker_ticks idle_ticks" to cpu.txt
+# a run with the server's workers' CPU and the machine's idle and stolen
+# time counted: appends "name worker_ticks idle_ticks steal_ticks" to
+# cpu.txt
 measured() {   # pidfile name command...
-    local pf=$1 name=$2 w0 i0
+    local pf=$1 name=$2 w0 i0 s0 i1 s1
     shift 2
     w0=$(worker_ticks "$pf")
-    i0=$(idle_ticks)
+    read -r i0 s0 < <(idle_ticks)
     "$@"
-    echo "$name $(($(worker_ticks "$pf") - w0)) $(($(idle_ticks) - i0))" \
+    read -r i1 s1 < <(idle_ticks)
+    echo "$name $(($(worker_ticks "$pf") - w0)) $((i1 - i0)) $((s1 - s0))" \
         >> cpu.txt
 }
 
-# "nginx X us, Redis Y us, idle Z us" per request of the named runs
+# "nginx X us, Redis Y us, idle Z us, stolen S us" per request of the
+# named runs
 cpu_line() {   # name requests
-    local w i r
-    read -r w i < <(awk -v n="$1" '{k = $1; for (j = 2; j < NF - 1; j++)
-        k = k " " $j} k == n {w += $(NF-1); i += $NF} END {print w + 0, i + 0}' \
-        cpu.txt) || true
-    r=$(awk -v n="$1" '{k = $4; for (j = 5; j <= NF; j++) k = k " " $j}
+    local w i s r
+    read -r w i s < <(awk -v n="$1" '{k = $1; for (j = 2; j < NF - 2; j++)
+        k = k " " $j} k == n {w += $(NF-2); i += $(NF-1); s += $NF}
+        END {print w + 0, i + 0, s + 0}' cpu.txt) || true
+    r=$(awk -v n="$1" '{k = $5; for (j = 6; j <= NF; j++) k = k " " $j}
         k == n {t += $3; c++} END {if (c) print t + 0}' redis.txt)
     printf 'nginx workers %s us, ' \
         "$(echo "scale=1; $w * 1000000 / $HZ / $2" | bc)"
     [ -z "$r" ] || printf 'Redis %s us, ' \
         "$(echo "scale=1; $r * 1000000 / $2" | bc)"
-    printf 'idle %s us' "$(echo "scale=1; $i * 1000000 / $HZ / $2" | bc)"
+    printf 'idle %s us, stolen %s us' \
+        "$(echo "scale=1; $i * 1000000 / $HZ / $2" | bc)" \
+        "$(echo "scale=1; $s * 1000000 / $HZ / $2" | bc)"
 }
 HZ=$(getconf CLK_TCK)
 
@@ -188,11 +199,12 @@ report() {   # label name
 }
 
 per_request() {   # side: Redis commands and CPU per request of its runs
-    local n=$1 calls cpu
-    read -r calls cpu < <(awk -v s="$2" '$1 == s {c += $2; t += $3}
-        END {print c + 0, t + 0}' redis.txt) || true
+    local n=$1 calls cpu reads
+    read -r calls cpu reads < <(awk -v s="$2" '$1 == s {c += $2; t += $3;
+        r += $4} END {print c + 0, t + 0, r + 0}' redis.txt) || true
     echo "Redis commands/request $(ratio "$calls" "$n"), Redis CPU/request" \
-         "$(echo "scale=1; $cpu * 1000000 / $n" | bc) us"
+         "$(echo "scale=1; $cpu * 1000000 / $n" | bc) us, requests per" \
+         "Redis read $([ "$reads" -gt 0 ] && ratio "$n" "$reads" || echo -)"
 }
 
 PEER_ON=
