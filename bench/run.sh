@@ -98,15 +98,13 @@ wrk_run() {   # name url path keys
 
 # "calls cpu_seconds reads": reads are Redis's socket reads, so requests
 # per read tell how many requests' commands share one send (pipelining)
+# (INFO of several sections at once: Redis 7, which the bench runs)
 redis_stats() {
-    local c s n
-    c=$(redis-cli -p "$RPORT" info commandstats | tr -d '\r' | awk -F'[=,:]' \
-        '/^cmdstat_/ && $1 != "cmdstat_info" {c += $3} END {print c}')
-    s=$(redis-cli -p "$RPORT" info cpu | tr -d '\r' | awk -F: \
-        '/used_cpu_(sys|user):/ {s += $2} END {print s}')
-    n=$(redis-cli -p "$RPORT" info stats | tr -d '\r' | awk -F: \
-        '$1 == "total_reads_processed" {print $2}')
-    echo "$c $s ${n:-0}"
+    redis-cli -p "$RPORT" info commandstats cpu stats | tr -d '\r' |
+        awk -F'[=,:]' '/^cmdstat_/ && $1 != "cmdstat_info" {c += $3}
+            /^used_cpu_(sys|user):/ {s += $2}
+            $1 == "total_reads_processed" {n = $2}
+            END {print c + 0, s + 0, n + 0}'
 }
 
 # a run of one side with Redis's work counted for that side
