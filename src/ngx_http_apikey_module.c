@@ -73,6 +73,10 @@ typedef struct {
     ngx_msec_t                        open_ttl;
     ngx_flag_t                        pass_key;
     ngx_str_t                         hint;
+    /* the first apikey_scope or apikey_rate_limit of this block */
+    const char                       *set_name;
+    ngx_str_t                         set_file;
+    ngx_uint_t                        set_line;
 } ngx_http_apikey_loc_conf_t;
 
 
@@ -85,7 +89,17 @@ typedef struct {
     ngx_uint_t                        used_line;
     ngx_uint_t                        used;
     ngx_uint_t                        open;
+    ngx_array_t                      *buckets;  /* apikey_bucket_t */
 } ngx_http_apikey_main_conf_t;
+
+
+/* a bucket's one window, and where it was first given */
+typedef struct {
+    ngx_str_t                         name;
+    ngx_msec_t                        window;
+    ngx_str_t                         file;
+    ngx_uint_t                        line;
+} ngx_http_apikey_bucket_t;
 
 
 typedef struct {
@@ -147,6 +161,8 @@ static ngx_int_t ngx_http_apikey_find_key(ngx_http_request_t *r,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_ctx_t *ctx,
     ngx_str_t *key);
 static void ngx_http_apikey_cache_put(ngx_http_request_t *r,
+    ngx_http_apikey_ctx_t *ctx);
+static void ngx_http_apikey_cache_forget(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
 static ngx_uint_t ngx_http_apikey_cache_has_ip(
     ngx_http_apikey_cache_entry_t *e, u_char *ip);
@@ -649,6 +665,7 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
 
     if (e[0]->integer < NGX_HTTP_APIKEY_REVOKED) {
         ctx->code = e[0]->integer;
+        ngx_http_apikey_cache_forget(r, ctx);
         goto resume;
     }
 
@@ -691,8 +708,18 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
     ctx->own_limit = e[11]->integer;
     ctx->code = e[0]->integer;
 
-    if (ctx->code == NGX_HTTP_APIKEY_OK) {
+    /*
+     * what Redis refuses now, the open policy must not admit from memory
+     * in an outage; a key refused only for this location's scopes is
+     * still good, and its scopes as they are now are kept
+     */
+    if (ctx->code == NGX_HTTP_APIKEY_OK || ctx->code == NGX_HTTP_APIKEY_SCOPE
+        || ctx->code == NGX_HTTP_APIKEY_LIMITED)
+    {
         ngx_http_apikey_cache_put(r, ctx);
+
+    } else {
+        ngx_http_apikey_cache_forget(r, ctx);
     }
 
 resume:
@@ -900,6 +927,29 @@ ngx_http_apikey_unset(ngx_http_request_t *r, ngx_table_elt_t *h)
  * on (ident), so that a backend can trust them.
  */
 
+/*
+ * With underscores_in_headers on, "X_Api_Key" is a header of its own to
+ * nginx, but the same variable as "X-Api-Key" to a CGI, FastCGI or WSGI
+ * backend: for what is taken away, "_" is "-".
+ */
+
+static ngx_uint_t
+ngx_http_apikey_name_eq(u_char *lowcase, u_char *name, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (lowcase[i] != name[i]
+            && !(lowcase[i] == '_' && name[i] == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 static void
 ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf,
     ngx_uint_t ident)
@@ -931,8 +981,9 @@ ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf,
 
         if (ident
             && h[i].key.len > sizeof(NGX_HTTP_APIKEY_IDENT) - 1
-            && ngx_strncmp(h[i].lowcase_key, NGX_HTTP_APIKEY_IDENT,
-                           sizeof(NGX_HTTP_APIKEY_IDENT) - 1) == 0)
+            && ngx_http_apikey_name_eq(h[i].lowcase_key,
+                                       (u_char *) NGX_HTTP_APIKEY_IDENT,
+                                       sizeof(NGX_HTTP_APIKEY_IDENT) - 1))
         {
             ngx_http_apikey_unset(r, &h[i]);
             continue;
@@ -944,8 +995,8 @@ ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf,
 
         for (j = 0; j < alcf->headers->nelts; j++) {
             if (h[i].key.len == hd[j].name.len
-                && ngx_strncmp(h[i].lowcase_key, hd[j].name.data,
-                               hd[j].name.len) == 0)
+                && ngx_http_apikey_name_eq(h[i].lowcase_key, hd[j].name.data,
+                                           hd[j].name.len))
             {
                 ngx_http_apikey_unset(r, &h[i]);
                 break;
@@ -1373,10 +1424,15 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
         return;
     }
 
-    /* the hot path only reads: refresh a slot at most once a second */
+    /*
+     * the hot path only reads: refresh a slot at most once a second, or
+     * at once when the key's scopes changed
+     */
     if (now - e->at < NGX_HTTP_APIKEY_CACHE_FRESH
         && ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0
-        && ngx_http_apikey_cache_has_ip(e, ctx->ip))
+        && ngx_http_apikey_cache_has_ip(e, ctx->ip)
+        && e->scopes_len == id->scopes.len
+        && ngx_memcmp(e->scopes, id->scopes.data, id->scopes.len) == 0)
     {
         return;
     }
@@ -1419,6 +1475,50 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
     e->expires = id->expires;
     e->own_limit = ctx->own_limit > 0 ? (uint64_t) ctx->own_limit : 0;
     e->at = now;
+
+    ngx_memory_barrier();
+    e->lock = 0;
+}
+
+
+/*
+ * A key Redis refused (unknown, revoked, expired, refused for the
+ * client's address) leaves the open policy's memory. Waits for the
+ * slot's lock as briefly as get() does; a forget that loses the race
+ * leaves at most what a later refusal forgets.
+ */
+
+static void
+ngx_http_apikey_cache_forget(ngx_http_request_t *r,
+    ngx_http_apikey_ctx_t *ctx)
+{
+    ngx_uint_t                      spin;
+    ngx_http_apikey_cache_entry_t  *e;
+
+    if (ctx->hash[0] == '\0') {
+        return;
+    }
+
+    e = ngx_http_apikey_cache_slot(r, ctx->hash);
+    if (e == NULL || e->at == 0
+        || ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) != 0)
+    {
+        return;
+    }
+
+    for (spin = 0; !ngx_atomic_cmp_set(&e->lock, 0, 1); spin++) {
+        if (spin == 1024) {
+            return;
+        }
+
+        ngx_cpu_pause();
+    }
+
+    if (ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0) {
+        e->at = 0;
+        e->ip_count = 0;
+        e->ip_next = 0;
+    }
 
     ngx_memory_barrier();
     e->lock = 0;
@@ -1878,14 +1978,42 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_apikey_loc_conf_t *prev = parent;
     ngx_http_apikey_loc_conf_t *conf = child;
 
-    u_char                       *p;
-    size_t                        len;
-    ngx_str_t                    *s, *a;
-    ngx_uint_t                    i, n;
-    ngx_http_apikey_header_t     *hd;
-    ngx_http_apikey_main_conf_t  *amcf;
+    u_char                            *p;
+    size_t                             len;
+    ngx_str_t                         *s, *a;
+    ngx_uint_t                         i, n;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_apikey_header_t          *hd;
+    ngx_http_apikey_main_conf_t       *amcf;
+    ngx_http_integrations_loc_conf_t  *ilcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
+
+    /*
+     * checked here, where "apikey" is merged: the content handlers are
+     * set per location, and their module's confs are merged before these
+     */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    ilcf = ngx_http_conf_get_module_loc_conf(cf,
+                                             ngx_http_integrations_module);
+
+    if (clcf->name.len && !conf->enable) {
+        if (ilcf->handler) {
+            /* every request there would be a 401 */
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "\"%V\" needs \"apikey on\" in its location or "
+                          "above it in %V:%ui", &ilcf->handler_name,
+                          &ilcf->handler_file, ilcf->handler_line);
+            return NGX_CONF_ERROR;
+        }
+
+        if (conf->set_line) {
+            ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                          "\"%s\" has no effect where \"apikey\" is off "
+                          "in %V:%ui", conf->set_name, &conf->set_file,
+                          conf->set_line);
+        }
+    }
     ngx_conf_merge_ptr_value(conf->headers, prev->headers, NULL);
     ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
     ngx_conf_merge_uint_value(conf->failure, prev->failure,
@@ -2134,6 +2262,20 @@ invalid:
 }
 
 
+/* where a block first asks for keys, for the warning where none are read */
+
+static void
+ngx_http_apikey_note_set(ngx_conf_t *cf, ngx_http_apikey_loc_conf_t *alcf,
+    const char *name)
+{
+    if (alcf->set_line == 0) {
+        alcf->set_name = name;
+        alcf->set_file = cf->conf_file->file.name;
+        alcf->set_line = cf->conf_file->line;
+    }
+}
+
+
 static char *
 ngx_http_apikey_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -2180,6 +2322,8 @@ ngx_http_apikey_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         *s = value[i];
     }
 
+    ngx_http_apikey_note_set(cf, alcf, "apikey_scope");
+
     return NGX_CONF_OK;
 }
 
@@ -2191,15 +2335,18 @@ ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_apikey_loc_conf_t *alcf = conf;
 
-    uint64_t     count, window, w;
-    ngx_str_t   *value, s;
-    ngx_uint_t   i, k;
+    uint64_t                      count, window, w;
+    ngx_str_t                    *value, s;
+    ngx_uint_t                    i, k, window_set;
+    ngx_http_apikey_bucket_t     *b;
+    ngx_http_apikey_main_conf_t  *amcf;
 
     if (alcf->rate != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
+    window_set = 0;
 
     if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
         alcf->rate = 0;
@@ -2219,6 +2366,10 @@ ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     for (i = 2; i < cf->args->nelts; i++) {
 
         if (ngx_strncmp(value[i].data, "window=", 7) == 0) {
+            if (window_set++) {
+                goto twice;
+            }
+
             s.data = value[i].data + 7;
             s.len = value[i].len - 7;
 
@@ -2243,6 +2394,10 @@ ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (ngx_strncmp(value[i].data, "bucket=", 7) == 0) {
+            if (alcf->bucket.len) {
+                goto twice;
+            }
+
             alcf->bucket.data = value[i].data + 7;
             alcf->bucket.len = value[i].len - 7;
 
@@ -2276,12 +2431,72 @@ ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     alcf->rate = (ngx_uint_t) count;
     alcf->window = (ngx_msec_t) window;
 
+    ngx_http_apikey_note_set(cf, alcf, "apikey_rate_limit");
+
+    /*
+     * a bucket is one log per key: a shorter window elsewhere would trim
+     * what a longer one still counts
+     */
+    if (alcf->bucket.len == 0) {
+        ngx_str_set(&alcf->bucket, "default");
+    }
+
+    amcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_apikey_module);
+
+    if (amcf->buckets == NULL) {
+        amcf->buckets = ngx_array_create(cf->pool, 4,
+                                         sizeof(ngx_http_apikey_bucket_t));
+        if (amcf->buckets == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    b = amcf->buckets->elts;
+
+    for (i = 0; i < amcf->buckets->nelts; i++) {
+        if (b[i].name.len != alcf->bucket.len
+            || ngx_strncmp(b[i].name.data, alcf->bucket.data,
+                           alcf->bucket.len) != 0)
+        {
+            continue;
+        }
+
+        if (b[i].window != alcf->window) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "bucket \"%V\" has a window of %Mms in "
+                               "%V:%ui, not %Mms: a bucket keeps one rolling "
+                               "window (name another with bucket=)",
+                               &alcf->bucket, b[i].window, &b[i].file,
+                               b[i].line, alcf->window);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    b = ngx_array_push(amcf->buckets);
+    if (b == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    b->name = alcf->bucket;
+    b->window = alcf->window;
+    b->file = cf->conf_file->file.name;
+    b->line = cf->conf_file->line;
+
     return NGX_CONF_OK;
 
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+
+twice:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%*s\" is given twice", (size_t) 7, value[i].data);
 
     return NGX_CONF_ERROR;
 }

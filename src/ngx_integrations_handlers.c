@@ -3149,6 +3149,9 @@ ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     }
 
     ilcf->handler = cmd->offset;
+    ilcf->handler_name = cmd->name;
+    ilcf->handler_file = cf->conf_file->file.name;
+    ilcf->handler_line = cf->conf_file->line;
 
     if (cf->args->nelts == 2) {
         value = cf->args->elts;

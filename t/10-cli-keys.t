@@ -188,6 +188,123 @@ EOF2
     is(call($new->{key}), 401, 'grace 0: the old key stops at once');
 }
 
+# -- rotate keeps the key's life, takes only --grace ---------------------------
+{
+    my ($r, $old) = create('--org', 'rot2', '--name', 'dated',
+                           '--expires', '7d', '--scopes', 'events:read');
+    push @secrets, $old->{key};
+    my ($r2, $out, $err) = $h->ctl('keys', 'rotate', '--org', 'rot2',
+                                   $old->{id}, '--scopes', 'attendees:read');
+    is($r2, 1, 'rotate --scopes: exit 1 (rotate changes the secret only)');
+    like($err, qr/keys rotate does not take --scopes/, '... saying so');
+    ($r2, $out) = $h->ctl('keys', 'rotate', '--org', 'rot2', $old->{id},
+                          '--grace', '0', '--json');
+    is($r2, 0, 'rotate a key with an expiry');
+    my $new = $J->decode($out);
+    push @secrets, $new->{key};
+    is($new->{expires}, $old->{expires}, '... the new key keeps its expiry');
+    my $old_exp = $h->redis('HGET', "{k:$old->{id}}", 'expires');
+    ok($old_exp > time + 6 * 86400, 'the old key had its 7 days');
+    is($h->redis('HGET', "{k:$new->{id}}", 'expires'), $old_exp,
+       '... and the new key has the same in Redis');
+
+    # an expired key is not brought back to life by a rotation
+    $h->redis('HSET', "{k:$new->{id}}", 'expires', time - 5);
+    ($r2, undef, $err) = $h->ctl('keys', 'rotate', '--org', 'rot2',
+                                 $new->{id});
+    is($r2, 1, 'rotate of an expired key: exit 1');
+    like($err, qr/has expired/, '... saying so');
+    is($h->redis('ZCARD', '{o:rot2}:keys'), 2, '... and no key is made');
+}
+
+# -- rotate --grace 0 at the cap: the new key takes the old one's slot -------
+{
+    my @ids = map { (create('--org', 'full', '--name', "k$_"))[1]{id} } 1 .. 10;
+    my $fails = 0;
+    for my $round (1 .. 4) {
+        my $old = shift @ids;
+        my $res = $h->parallel(4, 4, sub {
+            my ($i) = @_;
+            my @c = $i == 0
+                ? ('keys', 'rotate', '--org', 'full', $old, '--grace', '0',
+                   '--json')
+                : ('keys', 'create', '--org', 'full', '--name', 'racer');
+            my ($rc, $out) = $h->ctl(@c);
+            return $i == 0 ? "$rc " . ($rc == 0 ? $J->decode($out)->{id} : '')
+                           : $rc;
+        });
+        my ($rc, $id) = split / /, $res->[0];
+        $fails++ if $rc != 0;
+        push @ids, $id if $rc == 0;
+        is($h->redis('HGET', "{k:$old}", 'status'),
+           $rc == 0 ? 'revoked' : 'active',
+           "round $round: the old key is revoked only if its successor exists");
+    }
+    is($fails, 0, '4 rotations at the cap, racing creates: all succeed');
+    is($h->redis('ZCARD', '{o:full}:active'), 10, 'still 10 active');
+}
+
+# -- a create cut short leaves no slot behind ---------------------------------
+{
+    # a Redis user that may write the organization's sets, not records
+    $h->redis('ACL', 'SETUSER', 'default', 'resetkeys', '~{o:*');
+    my ($r, undef, $err) = create('--org', 'leaky', '--name', 'x');
+    $h->redis('ACL', 'SETUSER', 'default', 'allkeys');
+    is($r, 2, 'the record cannot be written: exit 2');
+    like($err, qr/NOPERM/, '... with Redis\'s error');
+    is($h->redis('ZCARD', '{o:leaky}:active'), 0, '... and the slot is given back');
+    is($h->redis('ZCARD', '{o:leaky}:keys'), 0, '... and nothing is listed');
+
+    # a slot whose record never came (a create killed half way): revocable
+    $h->redis('ZADD', '{o:leaky}:active', '+inf', 'orphan01');
+    $h->redis('ZADD', '{o:leaky}:keys', time, 'orphan01');
+    my $out;
+    ($r, $out) = $h->ctl('keys', 'revoke', '--org', 'leaky', 'orphan01');
+    is($r, 0, 'revoke of a slot without a record: exit 0');
+    like($out, qr/revoked orphan01/, '... said');
+    is($h->redis('ZCARD', '{o:leaky}:active'), 0, '... and the slot is free');
+}
+
+# -- the key could not be shown: it is revoked, not left active --------------
+SKIP: {
+    skip 'no /dev/full', 3 unless -w '/dev/full';
+    my $cmd = $h->ctl_shell('keys', 'create', '--org', 'unseen', '--name', 'u',
+                            '--json') . ' >/dev/full 2>/dev/null';
+    system($cmd);
+    is($? >> 8, 1, 'stdout full: exit 1');
+    my ($id) = $h->redis('ZRANGE', '{o:unseen}:keys', 0, -1);
+    is($h->redis('HGET', "{k:$id}", 'status'), 'revoked',
+       '... the key nobody saw is revoked');
+    is($h->redis('ZCARD', '{o:unseen}:active'), 0, '... and holds no slot');
+}
+
+# -- revoke by the whole key; a mistyped one is never echoed ------------------
+{
+    my ($r, $k) = create('--org', 'whole', '--name', 'w');
+    push @secrets, $k->{key};
+    my ($r2, $out, $err) = $h->ctl('keys', 'revoke', '--org', 'whole',
+                                   $k->{key} . 'x');
+    is($r2, 1, 'revoke of a mistyped key: exit 1');
+    my ($secret) = $k->{key} =~ /_(\w{38})$/;
+    unlike($err, qr/\Q$secret\E/, '... the secret is not echoed');
+    ($r2, $out) = $h->ctl('keys', 'revoke', '--org', 'whole', $k->{key});
+    is($r2, 0, 'revoke by the whole key');
+    like($out, qr/^revoked \Q$k->{id}\E$/m, '... names only its id');
+    is(call($k->{key}), 401, '... and it is revoked');
+}
+
+# -- options a command does not read, a name that is not text ----------------
+{
+    my ($r, undef, $err) = $h->ctl('keys', 'list', '--org', 'acme',
+                                   '--expires', '1d');
+    is($r, 1, 'keys list --expires: exit 1');
+    like($err, qr/keys list does not take --expires/, '... saying so');
+    ($r, undef, $err) = $h->ctl('keys', 'create', '--org', 'acme', '--name',
+                                "caf\xe9");
+    is($r, 1, 'a --name that is not UTF-8: exit 1');
+    like($err, qr/not UTF-8/, '... saying so');
+}
+
 # -- the cap holds under racing creates --------------------------------------
 {
     my $res = $h->parallel(25, 25, sub {

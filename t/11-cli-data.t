@@ -282,6 +282,84 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
     is($rc, 0, '... is imported') or diag $err;
 }
 
+# ... and with "\r\n": the CR is not counted either
+{
+    my $l = nd({ %$event, id => 24, slug => 'mib-crlf', description => '' });
+    chomp $l;
+    my $pad = 1024 * 1024 - length($l);
+    $l =~ s/"description":""/'"description":"' . ('d' x $pad) . '"'/e;
+    my ($rc, undef, $err) = $h->ctl_stdin("$l\r\n", 'data', 'import', '--org',
+                                          'mib', '-');
+    is($rc, 0, 'a line of 1 MiB ending in CRLF is imported') or diag $err;
+}
+
+# a line far over the limit is read past, never held whole in memory
+{
+    my $file = $h->dir . '/huge.ndjson';
+    open my $fh, '>', $file or die $!;
+    print $fh nd({ %$event, id => 25, slug => 'before-huge' });
+    print $fh '{"kind":"event","x":"';
+    print $fh 'y' x (1024 * 1024) for 1 .. 64;
+    print $fh "\"}\n";
+    print $fh nd({ %$event, id => 26, slug => 'after-huge' });
+    close $fh;
+    my $url = $h->redis_url;
+    my $ctl = $h->build . '/integrationsctl';
+    my $out = `/bin/sh -c 'command -v /usr/bin/time >/dev/null && exec /usr/bin/time -f "maxrss=%M" $ctl --redis $url data import --org huge $file || exec $ctl --redis $url data import --org huge $file' 2>&1`;
+    is($? >> 8, 1, 'a 64 MB line: exit 1');
+    like($out, qr/line 2: longer than 1048576 bytes/, '... naming the line');
+    my @written = $h->redis('KEYS', '{o:huge}*');
+    is(scalar(@written), 0, '... and nothing written');
+    if ($out =~ /maxrss=(\d+)/ && !$ENV{INTEGRATIONS_ASAN}) {
+        ok($1 < 32768, "... in a peak RSS of ${1} kB < 32 MB");
+    }
+}
+
+# a UTF-8 byte order mark before the first line is no error
+{
+    my ($rc, undef, $err) = $h->ctl_stdin(
+        "\xef\xbb\xbf" . nd({ %$event, id => 27, slug => 'bom' }),
+        'data', 'import', '--org', 'bom', '-');
+    is($rc, 0, 'a file starting with a BOM: imported') or diag $err;
+    is($h->redis('HGET', '{o:bom}:live:slugs', 'bom'), $m->(27),
+       '... its first line too');
+}
+
+# reals stay as written: 900.0, not 9e+02 (the API serves this text)
+{
+    import_ok(nd({ %$event, id => 28, slug => 'reals', revenue => '900.0',
+                   ticketTypes => [{ id => 1, price => '2500.0' }] }
+                 ) =~ s/"(900\.0|2500\.0)"/$1/gr
+              . qq({"kind":"attendee","event":"reals","id":1,"name":"A",)
+              . qq("createdTime":"2026-08-01T10:00:00Z","amount":1e6,)
+              . qq("paid":0.1,"customFields":{"f":-2.50}}\n),
+              '--org', 'reals');
+    my $X = '{o:reals}:live:ev:' . $m->(28);
+    like($h->redis('HGET', $X, 'item'), qr/"revenue":900\.0[,}]/,
+         'revenue 900.0 is stored as 900.0');
+    like($h->redis('HGET', $X, 'tt'), qr/"price":2500\.0[,}]/,
+         'price 2500.0 as 2500.0');
+    my $a = $h->redis('HGET', "$X:ai", $m->(1));
+    like($a, qr/"amount":1000000\.0[,}]/, 'amount 1e6 as 1000000.0');
+    like($a, qr/"paid":0\.1[,}]/, 'paid 0.1 as 0.1');
+    like($a, qr/"f":-2\.5[,}]/, 'a custom field -2.50 as -2.5');
+}
+
+# Redis refusing a lookup while the lines are checked is a Redis error
+{
+    import_ok(nd({ %$event, id => 29, slug => 'authless' }), '--org', 'na');
+    $h->redis('CONFIG', 'SET', 'requirepass', 'later');
+    my ($rc, undef, $err) = $h->ctl_stdin(
+        nd({ kind => 'attendee', event => 'authless', id => 1, name => 'A',
+             createdTime => '2026-08-01T10:00:00Z' }),
+        'data', 'import', '--org', 'na', '-');
+    $h->redis('-a', 'later', '--no-auth-warning', 'CONFIG', 'SET',
+              'requirepass', '');
+    is($rc, 2, 'NOAUTH while checking the lines: exit 2');
+    like($err, qr/Redis: HGET: NOAUTH/, '... Redis\'s error, not "unknown event"');
+    unlike($err, qr/unknown event/, '... never bad input');
+}
+
 # a stored detail not as the CLI writes it (another writer's): the line
 # is imported whole, without merging it
 {

@@ -385,10 +385,7 @@ is_deeply $j, { items => [], page => 1, pageSize => 50, totalItems => 0,
 
 $r = $h->get($B);
 is $r->{status}, 401, 'no key: 401';
-$r = $h->get('/nokey/events');
-is $r->{status}, 401, 'a handler in a location without apikey: 401';
-is $h->json($r)->{error}, 'Unauthorized', '... JSON';
-ok $h->logs_contain('needs "apikey on"'), '... and the error log says why';
+# (a handler in a location without apikey on fails nginx -t: t/42)
 
 unlike $h->error_log, qr/\[(?:alert|crit|emerg)\]/, 'no alerts in the log';
 

@@ -155,9 +155,6 @@ is $j->{expires}, '5138-11-16T09:46:39Z', 'a far-off expiry';
 is $j->{expires}, '9999-12-31T23:59:59Z', 'past year 9999: the last second';
 $r = $h->get('/v2/integrations/whoami');
 is $r->{status}, 401, 'whoami without a key: 401';
-$r = $h->get('/nokey/whoami');
-is $r->{status}, 401, 'whoami without apikey: 401';
-is $h->json($r)->{error}, 'Unauthorized', '... JSON';
 
 
 # nginx -t
@@ -165,7 +162,7 @@ is $h->json($r)->{error}, 'Unauthorized', '... JSON';
 my ($rc, $out) = $h->nginx_test(<<'EOF');
 server {
     listen 127.0.0.1:%%PORT%%;
-    location /a { integrations_events; }
+    location /a { apikey on; integrations_events; }
 }
 EOF
 isnt $rc, 0, 'a handler without integrations_redis fails nginx -t';
@@ -176,7 +173,7 @@ like $out, qr/integrations_redis.*nginx-test-\d+\.conf:\d+/,
 integrations_redis 127.0.0.1:%%REDIS_PORT%%;
 server {
     listen 127.0.0.1:%%PORT%%;
-    location /a { integrations_events; integrations_whoami; }
+    location /a { apikey on; integrations_events; integrations_whoami; }
 }
 EOF
 isnt $rc, 0, 'two handlers in one location fail';
@@ -186,7 +183,7 @@ like $out, qr/integrations_whoami.*duplicate/, '... duplicate';
 integrations_redis 127.0.0.1:%%REDIS_PORT%%;
 server {
     listen 127.0.0.1:%%PORT%%;
-    location /a { integrations_event; }
+    location /a { apikey on; integrations_event; }
 }
 EOF
 isnt $rc, 0, 'integrations_event needs its argument';
@@ -195,7 +192,7 @@ isnt $rc, 0, 'integrations_event needs its argument';
 integrations_redis 127.0.0.1:%%REDIS_PORT%%;
 server {
     listen 127.0.0.1:%%PORT%%;
-    location /a { integrations_events x; }
+    location /a { apikey on; integrations_events x; }
 }
 EOF
 isnt $rc, 0, 'integrations_events takes none';
@@ -203,8 +200,8 @@ isnt $rc, 0, 'integrations_events takes none';
 ($rc, $out) = $h->nginx_test(<<'EOF');
 server {
     listen 127.0.0.1:%%PORT%%;
-    location ~ ^/e/(?<ev>[^/]+)$ { integrations_event "$ev"; }
-    location = /w { integrations_whoami; }
+    location ~ ^/e/(?<ev>[^/]+)$ { apikey on; integrations_event "$ev"; }
+    location = /w { apikey on; integrations_whoami; }
 }
 integrations_redis 127.0.0.1:%%REDIS_PORT%%;
 EOF

@@ -18,6 +18,7 @@ integrations_redis 127.0.0.1:%%REDIS_PORT%%;
 server {
     listen 127.0.0.1:%%PORT%%;
     root %%DIR%%;
+    underscores_in_headers on;
     location /api/ {
         apikey on;
         apikey_scope events:write;
@@ -64,6 +65,7 @@ server {
 }
 server {
     listen 127.0.0.1:%%PORT2%%;
+    underscores_in_headers on;
     location /echo {
         default_type text/plain;
         return 200 "org=$http_x_integrations_org
@@ -95,6 +97,16 @@ is_deeply($got, { org => 'acme', id => $id,
                   scopes => 'events:read events:write', env => 'test',
                   other => '', key => '' },
           'the backend gets the identity, not the client\'s headers or key');
+
+# with underscores_in_headers on, X_Integrations_Org and X_Api_Key are
+# the same variables as the dashed names to a CGI or WSGI backend (and to
+# nginx's $http_x_*): dropped as well
+$got = echo('/api/x', 'X_Integrations_Org' => 'victim',
+            'X-Integrations_Env' => 'live', 'X_Api_Key' => $key);
+is_deeply($got, { org => 'acme', id => $id,
+                  scopes => 'events:read events:write', env => 'test',
+                  other => '', key => '' },
+          'underscored X_Integrations_* and key headers are dropped too');
 
 # a value with a control character (a record written by hand) is left out
 my ($tab) = make_key($h, org => 'acme', scopes => "events:write x\ty");

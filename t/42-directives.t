@@ -88,5 +88,58 @@ bad('redis twice',
     "integrations_redis 127.0.0.1;\nintegrations_redis 127.0.0.1;",
     'apikey on;', qr/is duplicate/);
 
+
+# a bucket is one log per key: one window for it everywhere
+bad('bucket with two windows', undef,
+    "apikey on; apikey_rate_limit 2r/s bucket=bx; }\n"
+    . '    location /b { apikey on; apikey_rate_limit 3r/h bucket=bx;',
+    qr/bucket "bx" has a window of 1000ms in \S+:(\d+), not 3600000ms.* in \S+:(?!\1)\d+/);
+bad('default bucket with two windows', undef,
+    "apikey on; apikey_rate_limit 2r/s; }\n"
+    . '    location /b { apikey on; apikey_rate_limit 3r/h;',
+    qr/bucket "default" has a window/);
+good('one bucket, one window, two limits', undef,
+     "apikey on; apikey_rate_limit 2r/s bucket=bx; }\n"
+     . '    location /b { apikey on; apikey_rate_limit 5r/s bucket=bx;');
+good('two buckets, two windows', undef,
+     "apikey on; apikey_rate_limit 2r/s; }\n"
+     . '    location /b { apikey on; apikey_rate_limit 3r/h bucket=hourly;');
+bad('bucket= twice', undef,
+    'apikey on; apikey_rate_limit 1r/s bucket=a bucket=b;',
+    qr/"bucket=" is given twice/);
+bad('window= twice', undef,
+    'apikey on; apikey_rate_limit 1r/s window=2s window=4s;',
+    qr/"window=" is given twice/);
+
+# a read handler where no key is checked could only ever answer 401
+for my $d ('integrations_events', 'integrations_whoami',
+           'integrations_attendees $uri') {
+    (my $name = $d) =~ s/ .*//;
+    bad("$name without apikey on", undef, "$d;",
+        qr/"$name" needs "apikey on" in its location or above it in \S+:\d+/);
+    bad("$name under apikey off", undef, "apikey off; $d;",
+        qr/"$name" needs "apikey on"/);
+}
+good('a read handler under a server\'s apikey on', 'integrations_redis '
+     . "127.0.0.1:6379;\napikey on;", 'integrations_whoami;');
+
+# scopes or a limit where no key is checked: allowed, but said
+sub warns {
+    my ($name, $loc, $msg) = @_;
+    my ($rc, $out, $file) = $h->nginx_test(conf(undef, $loc));
+    is($rc, 0, "nginx -t passes: $name") or diag $out;
+    like($out, qr/\[warn\].*$msg.*\Q$file\E:\d+/, "$name: warns, naming the line")
+        or diag $out;
+}
+warns('scope without apikey on', 'apikey_scope events:write;',
+      qr/"apikey_scope" has no effect where "apikey" is off/);
+warns('rate limit under apikey off', 'apikey off; apikey_rate_limit 1r/m;',
+      qr/"apikey_rate_limit" has no effect where "apikey" is off/);
+{
+    my ($rc, $out) = $h->nginx_test(conf(undef,
+        'apikey on; apikey_scope events:read; apikey_rate_limit 1r/m;'));
+    unlike($out, qr/\[warn\].*has no effect/, 'no warning where keys are read');
+}
+
 $h->done;
 done_testing;

@@ -125,8 +125,33 @@ my $t_validated = time;
 my $w = get('/long/write', $k{reader});
 is($w->{status}, 403, 'Redis up: reader lacks events:write, 403');
 
+# what Redis refused after the key was remembered is not admitted from
+# memory: revoked, or its address or scopes narrowed, while Redis is up
+for my $name (qw(revoked narrowed rescoped)) {
+    ($k{$name}, $id{$name}) = own_slot_key(org => 'acme',
+        scopes => 'events:read events:write');
+    is(get('/long/write', $k{$name})->{status}, 200,
+       "$name validated with Redis up");
+}
+$h->redis('HSET', "{k:$id{revoked}}", 'status', 'revoked');
+is(get('/long', $k{revoked})->{status}, 401, 'revoked: 401 with Redis up');
+$h->redis('HSET', "{k:$id{narrowed}}", 'ips', '10.0.0.0/8',
+          'nets', Keys::nets_of('10.0.0.0/8'));
+is(get('/long', $k{narrowed})->{status}, 403,
+   'allowlist narrowed: 403 with Redis up');
+$h->redis('HSET', "{k:$id{rescoped}}", 'scopes', 'events:read');
+is(get('/long/write', $k{rescoped})->{status}, 403,
+   'events:write taken away: 403 with Redis up');
+
 $h->stop_redis;
 ok(!$h->redis_alive, 'Redis is stopped');
+
+is_503(get('/long', $k{revoked}), 'open: a key refused as revoked');
+is_503(get('/long', $k{narrowed}), 'open: a key refused for its address');
+is(get('/long/write', $k{rescoped})->{status}, 403,
+   'open: a key remembered with its scopes as they are now: 403');
+is(get('/long', $k{rescoped})->{status}, 200,
+   '... and 200 where they still allow');
 
 # -- the same address within ttl: admitted -------------------------------------
 {

@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,13 +53,28 @@ static const char  ictl_base62[] =
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 
-/* {o:<org>}: reserve a slot under the cap of active keys */
+/*
+ * {o:<org>}: reserve a slot under the cap of active keys; 0: the cap is
+ * reached, 2: the id is taken. ARGV[6], if any, is a key whose slot the
+ * new one takes in the same step (a rotation without grace), so that no
+ * other create can take the slot between the two.
+ */
 static const char  ictl_reserve_lua[] =
 "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])\n"
-"if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 1 end\n"
-"if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end\n"
+"if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 2 end\n"
+"local n = redis.call('ZCARD', KEYS[1])\n"
+"if ARGV[6] and redis.call('ZSCORE', KEYS[1], ARGV[6]) then n = n - 1 end\n"
+"if n >= tonumber(ARGV[5]) then return 0 end\n"
+"if ARGV[6] then redis.call('ZREM', KEYS[1], ARGV[6]) end\n"
 "redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])\n"
 "redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])\n"
+"return 1\n";
+
+/* {o:<org>}: undo a reservation, giving a replaced key its slot back */
+static const char  ictl_unreserve_lua[] =
+"redis.call('ZREM', KEYS[1], ARGV[1])\n"
+"redis.call('ZREM', KEYS[2], ARGV[1])\n"
+"if ARGV[2] then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) end\n"
 "return 1\n";
 
 /* {k:<id>}: write the record only if the id is new */
@@ -846,19 +862,79 @@ ictl_text_add(ictl_text_t *t, const char *s, size_t n)
 }
 
 
-/* a scalar as jansson writes it, a number in the fewest digits */
+/*
+ * A real in the fewest digits that read back the same, written out as
+ * JavaScript does between 1e-7 and 1e21 (900.0, not %g's 9e+02), and
+ * with ".0" if whole, so that it stays a real as it was written.
+ */
+static void
+ictl_real_text(double v, char *buf, size_t size)
+{
+    int     p, e, i, n;
+    char    sci[40], digits[24], *q, *end;
+
+    p = ictl_real_digits(v);
+    snprintf(sci, sizeof(sci), "%.*e", p - 1, v);
+
+    /* "-d.ddde+XX": the digits, then the exponent */
+    n = 0;
+    for (q = sci; *q && *q != 'e'; q++) {
+        if (*q >= '0' && *q <= '9' && n < (int) sizeof(digits) - 1) {
+            digits[n++] = *q;
+        }
+    }
+    digits[n] = '\0';
+    e = (*q == 'e') ? (int) strtol(q + 1, NULL, 10) : 0;
+
+    if (e < -7 || e >= 21) {
+        snprintf(buf, size, "%s", sci);
+        return;
+    }
+
+    q = buf;
+    end = buf + size - 1;
+
+    if (v < 0 || (v == 0 && signbit(v))) {
+        *q++ = '-';
+    }
+
+    if (e < 0) {
+        q += snprintf(q, end - q, "0.");
+        for (i = -1; i > e && q < end; i--) {
+            *q++ = '0';
+        }
+        q += snprintf(q, end - q, "%s", digits);
+
+    } else {
+        for (i = 0; i <= e && q < end; i++) {
+            *q++ = (i < n) ? digits[i] : '0';
+        }
+        *q++ = '.';
+        if (n > e + 1) {
+            q += snprintf(q, end - q, "%s", digits + e + 1);
+        } else if (q < end) {
+            *q++ = '0';
+        }
+    }
+
+    *q = '\0';
+}
+
+
+/* a scalar as jansson writes it, a real as ictl_real_text() does */
 static int
 ictl_text_scalar(ictl_text_t *t, json_t *v)
 {
     int     rc;
-    char   *s;
+    char   *s, real[64];
     size_t  flags;
 
-    flags = JSON_COMPACT | JSON_ENCODE_ANY;
-
     if (json_is_real(v)) {
-        flags |= JSON_REAL_PRECISION(ictl_real_digits(json_real_value(v)));
+        ictl_real_text(json_real_value(v), real, sizeof(real));
+        return ictl_text_add(t, real, strlen(real));
     }
+
+    flags = JSON_COMPACT | JSON_ENCODE_ANY;
 
     s = json_dumps(v, flags);
     if (s == NULL) {
@@ -1022,11 +1098,14 @@ typedef struct {
     const char  *allow_ip;
     const char  *rate_limit;
     const char  *env;
+    const char  *replace;     /* rotation without grace: the old key's id */
+    const char  *replace_score;  /* ... and its score in :active */
     int          json;
 } ictl_key_opts_t;
 
 
-static void
+/* 0: written; -1: stdout failed (full, closed), errno says why */
+static int
 ictl_print_key(ictl_key_opts_t *o, const char *key, const char *id,
     const char *scopes, time_t created, time_t expires, const char *ips,
     long rate, int json)
@@ -1070,10 +1149,13 @@ ictl_print_key(ictl_key_opts_t *o, const char *key, const char *id,
         json_object_set_new(j, "rateLimit",
                             rate ? json_integer(rate) : json_null());
         out = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        puts(out);
+        if (out) {
+            puts(out);
+        }
         free(out);
         json_decref(j);
-        return;
+        return (out == NULL || fflush(stdout) != 0 || ferror(stdout)) ? -1
+                                                                     : 0;
     }
 
     printf("API key created. It is shown only this once; store it now:\n\n"
@@ -1092,6 +1174,39 @@ ictl_print_key(ictl_key_opts_t *o, const char *key, const char *id,
     if (rate) {
         printf("limit:   %ld per window\n", rate);
     }
+
+    return (fflush(stdout) != 0 || ferror(stdout)) ? -1 : 0;
+}
+
+
+static int ictl_revoke(ictl_t *ctx, const char *org, const char *id);
+
+
+/* gives a reserved slot back (and a replaced key its own); said if not */
+static int
+ictl_unreserve(ictl_t *ctx, const char *active, const char *all,
+    const char *id, ictl_key_opts_t *o)
+{
+    const char  *argv[6];
+    redisReply  *r;
+
+    argv[0] = "2";
+    argv[1] = active;
+    argv[2] = all;
+    argv[3] = id;
+    argv[4] = o->replace;
+    argv[5] = o->replace_score;
+
+    r = ictl_eval(ctx, ictl_unreserve_lua, o->replace ? 6 : 4, argv);
+    if (r == NULL) {
+        ictl_error("key %s holds a slot of organization %s: revoke it",
+                   id, o->org);
+        return ICTL_REDIS;
+    }
+
+    freeReplyObject(r);
+
+    return ICTL_OK;
 }
 
 
@@ -1109,6 +1224,7 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
     time_t       now, expires;
     double       t;
     uint64_t     ms;
+    json_t      *j;
     redisReply  *r;
 
     if (!o->org || !ictl_name_ok(o->org)) {
@@ -1116,8 +1232,13 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
         return ICTL_BAD_INPUT;
     }
 
-    if (!o->name || !*o->name || strlen(o->name) > 128) {
-        ictl_error("--name is required (at most 128 characters)");
+    if (!o->name || !*o->name) {
+        ictl_error("--name is required");
+        return ICTL_BAD_INPUT;
+    }
+
+    if (strlen(o->name) > 128) {
+        ictl_error("--name is longer than 128 bytes");
         return ICTL_BAD_INPUT;
     }
 
@@ -1127,6 +1248,14 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
             return ICTL_BAD_INPUT;
         }
     }
+
+    /* jansson refuses what is not UTF-8: --json could not show it */
+    j = json_string(o->name);
+    if (j == NULL) {
+        ictl_error("--name is not UTF-8 text");
+        return ICTL_BAD_INPUT;
+    }
+    json_decref(j);
 
     if (strcmp(o->env, "live") != 0 && strcmp(o->env, "test") != 0) {
         ictl_error("--env must be live or test");
@@ -1254,8 +1383,9 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
         argv[5] = score;
         argv[6] = created_s;
         argv[7] = max;
+        argv[8] = o->replace;
 
-        r = ictl_eval(ctx, ictl_reserve_lua, 8, argv);
+        r = ictl_eval(ctx, ictl_reserve_lua, o->replace ? 9 : 8, argv);
         if (r == NULL) {
             return ICTL_REDIS;
         }
@@ -1267,6 +1397,10 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
             ictl_error("organization %s already has %d active keys; revoke "
                        "one first", o->org, ICTL_MAX_KEYS);
             return ICTL_BAD_INPUT;
+        }
+
+        if (rc == 2) {
+            continue;
         }
 
         snprintf(rec, sizeof(rec), "%s{k:%s}", ctx->prefix, id);
@@ -1292,6 +1426,8 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
 
         r = ictl_eval(ctx, ictl_record_lua, (int) i, argv);
         if (r == NULL) {
+            /* no record, no key: a slot held for it would never free */
+            ictl_unreserve(ctx, active, all, id, o);
             return ICTL_REDIS;
         }
 
@@ -1303,15 +1439,29 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
                 strcpy(new_id, id);
             }
 
-            ictl_print_key(o, key, id, scopes, now, expires,
-                           o->allow_ip ? o->allow_ip : "", rate, o->json);
+            if (ictl_print_key(o, key, id, scopes, now, expires,
+                               o->allow_ip ? o->allow_ip : "", rate, o->json)
+                != 0)
+            {
+                /* a key nobody saw is of no use to anyone: revoked */
+                ictl_error("cannot write the new key: %s; it is revoked",
+                           strerror(errno));
+                memset(key, 0, sizeof(key));
+                rc = ictl_revoke(ctx, o->org, id);
+                if (rc == ICTL_OK && o->replace) {
+                    ictl_unreserve(ctx, active, all, id, o);
+                }
+                return rc == ICTL_OK ? ICTL_BAD_INPUT : rc;
+            }
+
             memset(key, 0, sizeof(key));
             return ICTL_OK;
         }
 
-        /* the id exists already: give the slot back, draw another */
-        freeReplyObject(redisCommand(ctx->rc, "ZREM %s %s", active, id));
-        freeReplyObject(redisCommand(ctx->rc, "ZREM %s %s", all, id));
+        /* the id is another organization's: give the slot back, again */
+        if (ictl_unreserve(ctx, active, all, id, o) != ICTL_OK) {
+            return ICTL_REDIS;
+        }
     }
 
     ictl_error("could not find a free key id");
@@ -1514,7 +1664,37 @@ static int
 ictl_keys_revoke(ictl_t *ctx, const char *org, const char *id)
 {
     int          rc;
-    redisReply  *h;
+    redisReply  *h, *r;
+
+    /* a slot whose record was never written (a create cut short) */
+    if (strlen(id) == 8 && ictl_name_ok(id)) {
+        r = ictl_check(ctx, redisCommand(ctx->rc, "EXISTS %s{k:%s}",
+                                         ctx->prefix, id), "EXISTS");
+        if (r == NULL) {
+            return ICTL_REDIS;
+        }
+
+        rc = (int) r->integer;
+        freeReplyObject(r);
+
+        if (rc == 0) {
+            r = ictl_check(ctx, redisCommand(ctx->rc, "ZREM %s{o:%s}:active %s",
+                                             ctx->prefix, org, id), "ZREM");
+            if (r == NULL) {
+                return ICTL_REDIS;
+            }
+
+            rc = (int) r->integer;
+            freeReplyObject(r);
+
+            if (rc == 1) {
+                freeReplyObject(redisCommand(ctx->rc, "ZREM %s{o:%s}:keys %s",
+                                             ctx->prefix, org, id));
+                printf("revoked %s (its record was never written)\n", id);
+                return ICTL_OK;
+            }
+        }
+    }
 
     h = ictl_key_of_org(ctx, org, id, &rc);
     if (h == NULL) {
@@ -1538,7 +1718,7 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
 {
     int              rc;
     char             scopes[1024], *p, exp_s[32], name[256], env[8],
-                     ips[1024], rate[32];
+                     ips[1024], rate[32], old_s[32], score[32];
     time_t           now, old_exp, new_exp;
     uint64_t         ms;
     redisReply      *h, *r;
@@ -1591,19 +1771,34 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
 #undef ictl_copy
     f = ictl_field_of(h, "expires");
     old_exp = f ? atol(f) : 0;
-    n.expires = NULL;
     freeReplyObject(h);
 
     now = time(NULL);
 
+    if (old_exp && old_exp <= now) {
+        ictl_error("key %s has expired", id);
+        return ICTL_BAD_INPUT;
+    }
+
+    /* a rotation changes the secret, not how long the key may live */
+    n.expires = NULL;
+    if (old_exp) {
+        ictl_iso(old_exp, old_s, sizeof(old_s));
+        n.expires = old_s;
+    }
+
     if (ms == 0) {
-        /* the old key goes now, and its slot with it */
-        rc = ictl_revoke(ctx, o->org, id);
+        /* the new key takes the old one's slot, then the old one goes */
+        snprintf(score, sizeof(score), "%ld", (long) old_exp);
+        n.replace = id;
+        n.replace_score = old_exp ? score : "+inf";
+
+        rc = ictl_keys_create(ctx, &n, NULL);
         if (rc != ICTL_OK) {
             return rc;
         }
 
-        return ictl_keys_create(ctx, &n, NULL);
+        return ictl_revoke(ctx, o->org, id);
     }
 
     rc = ictl_keys_create(ctx, &n, NULL);
@@ -1667,6 +1862,7 @@ typedef struct {
     json_t      *redis_ids;  /* slug -> id known in Redis, or null */
     long         line;
     int          errors;
+    int          redis_failed;  /* a lookup failed: said, exit 2 */
     long         events;
     long         attendees;
 } ictl_import_t;
@@ -1773,16 +1969,24 @@ ictl_redis_slug(ictl_import_t *im, const char *slug)
         return json_is_string(v) ? json_string_value(v) : NULL;
     }
 
-    r = redisCommand(im->ctx->rc, "HGET %s:slugs %s", im->D, slug);
-    if (r && r->type == REDIS_REPLY_STRING) {
+    if (im->redis_failed) {
+        return NULL;
+    }
+
+    r = ictl_check(im->ctx, redisCommand(im->ctx->rc, "HGET %s:slugs %s",
+                                         im->D, slug), "HGET");
+    if (r == NULL) {
+        im->redis_failed = 1;
+        return NULL;
+    }
+
+    if (r->type == REDIS_REPLY_STRING) {
         json_object_set_new(im->redis_ids, slug, json_string(r->str));
     } else {
         json_object_set_new(im->redis_ids, slug, json_null());
     }
 
-    if (r) {
-        freeReplyObject(r);
-    }
+    freeReplyObject(r);
 
     v = json_object_get(im->redis_ids, slug);
 
@@ -1810,6 +2014,10 @@ ictl_event_of(ictl_import_t *im, json_t *obj)
 
     if (ictl_redis_slug(im, slug)) {
         return ictl_redis_slug(im, slug);
+    }
+
+    if (im->redis_failed) {
+        return NULL;
     }
 
     ictl_bad(im, "unknown event \"%s\" (import the event first)", slug);
@@ -2302,23 +2510,87 @@ done:
 
 
 /* one pass over the file: validate (apply == 0) or write (apply == 1) */
+/*
+ * The next line of f into line (ICTL_LINE_MAX + 2 bytes, "\r\n"
+ * included), its length in *n; a longer one is read past, not kept, and
+ * *n is then -1. 0: a line, 1: the end, -1: a read error.
+ */
+static int
+ictl_read_line(FILE *f, char *line, ssize_t *n)
+{
+    int     c;
+    size_t  len;
+
+    len = 0;
+
+    while ((c = getc_unlocked(f)) != EOF) {
+        if (len < ICTL_LINE_MAX + 2) {
+            line[len] = (char) c;
+        }
+        len++;
+
+        if (c == '\n') {
+            break;
+        }
+    }
+
+    if (ferror(f)) {
+        return -1;
+    }
+
+    if (len == 0) {
+        return 1;
+    }
+
+    /* "\r\n" and "\n" do not count */
+    if (len > ICTL_LINE_MAX + 2
+        || len - (c == '\n') - (c == '\n' && len > 1 && line[len - 2] == '\r')
+           > ICTL_LINE_MAX)
+    {
+        *n = -1;
+        return 0;
+    }
+
+    *n = (ssize_t) len;
+
+    return 0;
+}
+
+
 static int
 ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
 {
-    int            rc;
+    int            rc, got;
     char          *line, *p;
-    size_t         cap;
     ssize_t        n;
     json_t        *obj;
     json_error_t   err;
 
-    line = NULL;
-    cap = 0;
+    line = malloc(ICTL_LINE_MAX + 2);
+    if (line == NULL) {
+        ictl_error("out of memory");
+        return ICTL_BAD_INPUT;
+    }
+
     im->line = 0;
     rc = ICTL_OK;
 
-    while ((n = getline(&line, &cap, f)) != -1) {
+    while ((got = ictl_read_line(f, line, &n)) == 0) {
         im->line++;
+
+        if (n == -1) {
+            if (pp == NULL) {
+                ictl_bad(im, "longer than %d bytes", ICTL_LINE_MAX);
+            }
+            continue;
+        }
+
+        /* a UTF-8 byte order mark, as some editors write, is no JSON */
+        if (im->line == 1 && n >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0)
+        {
+            memmove(line, line + 3, (size_t) n - 3);
+            n -= 3;
+        }
 
         /* by length: a NUL byte is not the end of a line, but bad JSON */
         for (p = line; p < line + n
@@ -2329,13 +2601,6 @@ ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
         }
 
         if (p == line + n) {
-            continue;
-        }
-
-        if (n - (line[n - 1] == '\n') > ICTL_LINE_MAX) {
-            if (pp == NULL) {
-                ictl_bad(im, "longer than %d bytes", ICTL_LINE_MAX);
-            }
             continue;
         }
 
@@ -2366,12 +2631,12 @@ ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
 
         json_decref(obj);
 
-        if (rc != ICTL_OK) {
+        if (rc != ICTL_OK || im->redis_failed) {
             break;
         }
     }
 
-    if (rc == ICTL_OK && ferror(f)) {
+    if (rc == ICTL_OK && got == -1) {
         ictl_error("cannot read the input: %s", strerror(errno));
         rc = ICTL_BAD_INPUT;
     }
@@ -2494,6 +2759,16 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
     }
 
     rc = ictl_pass(&im, f, NULL);
+
+    if (im.redis_failed) {
+        ictl_error("nothing imported");
+        rc = ICTL_REDIS;
+        goto done;
+    }
+
+    if (rc != ICTL_OK) {
+        goto done;
+    }
 
     if (im.errors) {
         if (im.errors > ICTL_MAX_ERRORS) {
@@ -2735,10 +3010,67 @@ ictl_data_delete(ictl_t *ctx, const char *org, const char *env,
 
 /* -- main -------------------------------------------------------------- */
 
+#define ICTL_OPT_REDIS       0x0001
+#define ICTL_OPT_PREFIX      0x0002
+#define ICTL_OPT_KEY_PREFIX  0x0004
+#define ICTL_OPT_PEPPER      0x0008
+#define ICTL_OPT_ORG         0x0010
+#define ICTL_OPT_NAME        0x0020
+#define ICTL_OPT_SCOPES      0x0040
+#define ICTL_OPT_EXPIRES     0x0080
+#define ICTL_OPT_ALLOW_IP    0x0100
+#define ICTL_OPT_RATE_LIMIT  0x0200
+#define ICTL_OPT_ENV         0x0400
+#define ICTL_OPT_EVENT       0x0800
+#define ICTL_OPT_GRACE       0x1000
+#define ICTL_OPT_JSON        0x2000
+#define ICTL_OPT_GLOBAL                                                      \
+    (ICTL_OPT_REDIS | ICTL_OPT_PREFIX | ICTL_OPT_KEY_PREFIX | ICTL_OPT_PEPPER \
+     | ICTL_OPT_ORG)
+
+
+static const struct {
+    const char  *name;
+    unsigned     bit;
+} ictl_options[] = {
+    { "--name", ICTL_OPT_NAME },
+    { "--scopes", ICTL_OPT_SCOPES },
+    { "--expires", ICTL_OPT_EXPIRES },
+    { "--allow-ip", ICTL_OPT_ALLOW_IP },
+    { "--rate-limit", ICTL_OPT_RATE_LIMIT },
+    { "--env", ICTL_OPT_ENV },
+    { "--event", ICTL_OPT_EVENT },
+    { "--grace", ICTL_OPT_GRACE },
+    { "--json", ICTL_OPT_JSON },
+    { NULL, 0 }
+};
+
+
+/* the options each command reads besides the global ones */
+static const struct {
+    const char  *group;
+    const char  *cmd;
+    unsigned     options;
+    int          positional;
+} ictl_commands[] = {
+    { "keys", "create", ICTL_OPT_NAME | ICTL_OPT_SCOPES | ICTL_OPT_EXPIRES
+                        | ICTL_OPT_ALLOW_IP | ICTL_OPT_RATE_LIMIT
+                        | ICTL_OPT_ENV | ICTL_OPT_JSON, 0 },
+    { "keys", "list", ICTL_OPT_JSON, 0 },
+    { "keys", "revoke", 0, 1 },
+    { "keys", "rotate", ICTL_OPT_GRACE | ICTL_OPT_JSON, 1 },
+    { "data", "import", ICTL_OPT_ENV, 1 },
+    { "data", "delete", ICTL_OPT_ENV | ICTL_OPT_EVENT, 0 },
+    { NULL, NULL, 0, 0 }
+};
+
+
 int
 main(int argc, char **argv)
 {
-    int              i, rc, json;
+    int              i, j, rc, json;
+    char             key_id[NGX_INTEGRATIONS_KEY_ID_LEN + 1];
+    unsigned         given, unknown;
     ictl_t           ctx;
     const char      *url, *group, *cmd, *org, *env, *event, *grace, *file,
                     *pos;
@@ -2762,35 +3094,39 @@ main(int argc, char **argv)
     json = 0;
     ko.scopes = "events:read,attendees:read";
 
+    given = 0;
+
     for (i = 1; i < argc; i++) {
         const char  *a = argv[i];
 
-#define ictl_arg(name, var)                                                  \
+#define ictl_arg(name, var, bit)                                             \
         if (strcmp(a, name) == 0) {                                          \
             if (i + 1 >= argc) {                                             \
                 ictl_error("%s needs a value", name);                        \
                 return ICTL_BAD_INPUT;                                       \
             }                                                                \
+            given |= (bit);                                                  \
             var = argv[++i];                                                 \
             continue;                                                        \
         }
 
-        ictl_arg("--redis", url);
-        ictl_arg("--prefix", ctx.prefix);
-        ictl_arg("--key-prefix", ctx.key_prefix);
-        ictl_arg("--pepper", ctx.pepper);
-        ictl_arg("--org", org);
-        ictl_arg("--name", ko.name);
-        ictl_arg("--scopes", ko.scopes);
-        ictl_arg("--expires", ko.expires);
-        ictl_arg("--allow-ip", ko.allow_ip);
-        ictl_arg("--rate-limit", ko.rate_limit);
-        ictl_arg("--env", env);
-        ictl_arg("--event", event);
-        ictl_arg("--grace", grace);
+        ictl_arg("--redis", url, ICTL_OPT_REDIS);
+        ictl_arg("--prefix", ctx.prefix, ICTL_OPT_PREFIX);
+        ictl_arg("--key-prefix", ctx.key_prefix, ICTL_OPT_KEY_PREFIX);
+        ictl_arg("--pepper", ctx.pepper, ICTL_OPT_PEPPER);
+        ictl_arg("--org", org, ICTL_OPT_ORG);
+        ictl_arg("--name", ko.name, ICTL_OPT_NAME);
+        ictl_arg("--scopes", ko.scopes, ICTL_OPT_SCOPES);
+        ictl_arg("--expires", ko.expires, ICTL_OPT_EXPIRES);
+        ictl_arg("--allow-ip", ko.allow_ip, ICTL_OPT_ALLOW_IP);
+        ictl_arg("--rate-limit", ko.rate_limit, ICTL_OPT_RATE_LIMIT);
+        ictl_arg("--env", env, ICTL_OPT_ENV);
+        ictl_arg("--event", event, ICTL_OPT_EVENT);
+        ictl_arg("--grace", grace, ICTL_OPT_GRACE);
 #undef ictl_arg
 
         if (strcmp(a, "--json") == 0) {
+            given |= ICTL_OPT_JSON;
             json = 1;
             continue;
         }
@@ -2856,12 +3192,55 @@ main(int argc, char **argv)
     ko.env = env;
     ko.json = json;
 
-    if (strcmp(group, "keys") == 0) {
-        if (strcmp(cmd, "create") == 0) {
-            if (pos) {
-                ictl_error("unexpected argument %s", pos);
+    /* an option the command does not read would be silently lost */
+    for (i = 0; ictl_commands[i].group; i++) {
+        if (strcmp(group, ictl_commands[i].group) == 0
+            && strcmp(cmd, ictl_commands[i].cmd) == 0)
+        {
+            break;
+        }
+    }
+
+    if (ictl_commands[i].group) {
+        unknown = given & ~(ictl_commands[i].options | ICTL_OPT_GLOBAL);
+
+        for (j = 0; unknown && ictl_options[j].name; j++) {
+            if (unknown & ictl_options[j].bit) {
+                ictl_error("%s %s does not take %s", group, cmd,
+                           ictl_options[j].name);
                 return ICTL_BAD_INPUT;
             }
+        }
+
+        if (pos && !ictl_commands[i].positional) {
+            ictl_error("unexpected argument %s", pos);
+            return ICTL_BAD_INPUT;
+        }
+    }
+
+    /* revoke and rotate take the key's id; the whole key gives it too */
+    if (pos && strcmp(group, "keys") == 0
+        && (strcmp(cmd, "revoke") == 0 || strcmp(cmd, "rotate") == 0)
+        && (strlen(pos) != 8 || !ictl_name_ok(pos)))
+    {
+        ngx_integrations_key_parts_t  parts;
+
+        if (ngx_integrations_key_parse((const unsigned char *) pos,
+                                       strlen(pos), &parts) != 0)
+        {
+            /* never echoed: it may be a key with a typo */
+            ictl_error("keys %s needs the key's id (8 characters, as keys "
+                       "list shows) or the whole key", cmd);
+            return ICTL_BAD_INPUT;
+        }
+
+        memcpy(key_id, parts.id, NGX_INTEGRATIONS_KEY_ID_LEN);
+        key_id[NGX_INTEGRATIONS_KEY_ID_LEN] = '\0';
+        pos = key_id;
+    }
+
+    if (strcmp(group, "keys") == 0) {
+        if (strcmp(cmd, "create") == 0) {
             rc = ictl_connect(&ctx, url);
             if (rc == ICTL_OK) {
                 rc = ictl_keys_create(&ctx, &ko, NULL);

@@ -319,8 +319,6 @@ server {
         location = /v2/integrations/whoami { integrations_whoami; }
         return 404 '{"error":"Not found"}';
     }
-    location = /nokey/events { integrations_events; }
-    location = /nokey/whoami { integrations_whoami; }
 $extra
 }
 CONF
