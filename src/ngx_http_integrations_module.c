@@ -342,7 +342,15 @@ ngx_http_integrations_stats_init(ngx_shm_zone_t *zone, void *data)
 static char *
 ngx_http_integrations_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_integrations_loc_conf_t *ilcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
+
+    if (ilcf->handler || ilcf->status) {
+        return "is duplicate: a location has one integrations handler";
+    }
+
+    ilcf->status = 1;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_integrations_status_handler;

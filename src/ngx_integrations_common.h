@@ -55,6 +55,7 @@ typedef struct {
     ngx_str_t                       handler_name;  /* its directive, */
     ngx_str_t                       handler_file;  /* ... where given */
     ngx_uint_t                      handler_line;
+    ngx_flag_t                      status;     /* integrations_status */
     ngx_http_complex_value_t       *event;      /* id or slug */
     ngx_uint_t                      validate;   /* NGX_CONF_UNSET_UINT */
     ngx_flag_t                      cors;

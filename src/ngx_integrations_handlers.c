@@ -2558,7 +2558,11 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
          i >= NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE;
          i--)
     {
-        if (v[i].data == NULL) {
+        /* page_size wins: the alias is then not read at all */
+        if (v[i].data == NULL
+            || (i == NGX_HTTP_INTEGRATIONS_P_LIMIT
+                && v[NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE].data != NULL))
+        {
             continue;
         }
 
@@ -2570,9 +2574,7 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
                 ? "must be an integer from 1 to 100"
                 : "must be an integer from 1 to 500");
 
-        } else if (i == NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE
-                   || v[NGX_HTTP_INTEGRATIONS_P_PAGE_SIZE].data == NULL)
-        {
+        } else {
             q->size = (ngx_uint_t) n;
         }
     }
@@ -3144,7 +3146,7 @@ ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     ngx_http_integrations_main_conf_t      *imcf;
     ngx_http_integrations_handlers_main_t  *hm;
 
-    if (ilcf->handler) {
+    if (ilcf->handler || ilcf->status) {
         return "is duplicate: a location has one integrations handler";
     }
 

@@ -95,7 +95,7 @@ static const char  *ngx_integrations_event_strings[] = {
 
 static const char  *ngx_integrations_expose =
     "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, "
-    "RateLimit-Policy, RateLimit, Retry-After, ETag";
+    "RateLimit-Policy, RateLimit, Retry-After, ETag, WWW-Authenticate";
 
 /* every status nginx has a page for, and 422 (a bare "return 422") */
 static ngx_integrations_error_t  ngx_integrations_errors[] = {

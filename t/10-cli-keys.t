@@ -122,6 +122,10 @@ is(($h->ctl('--redis', 'redis://127.0.0.1:1/0', 'keys', 'list',
     is($mine->{name}, 'CRM sync', 'listed with its name');
     is($mine->{status}, 'active', 'and status');
     like($mine->{key}, qr/^qkt_live_\Q$k->{id}\E_/, 'display prefix');
+    is_deeply($mine->{scopes}, $k->{scopes}, 'scopes: the array create gave');
+    is_deeply($mine->{allowIps}, $k->{allowIps}, 'allowIps as well');
+    ok(exists $mine->{rateLimit}, 'and rateLimit');
+    is($mine->{rateLimit}, $k->{rateLimit}, '... as create gave it');
     ($r, $out) = $h->ctl('keys', 'list', '--org', 'acme');
     like($out, qr/ID\s+NAME\s+KEY\s+CREATED\s+LAST USED\s+STATUS/, 'table');
     for my $s (@secrets) {
@@ -299,6 +303,10 @@ SKIP: {
                                    '--expires', '1d');
     is($r, 1, 'keys list --expires: exit 1');
     like($err, qr/keys list does not take --expires/, '... saying so');
+    ($r, undef, $err) = $h->ctl('keys', 'create', '--org', 'acme', '--name',
+                                'n', '--allow-ip', '');
+    is($r, 1, '--allow-ip "": exit 1 (no address would allow every one)');
+    like($err, qr/--allow-ip names no address/, '... saying so');
     ($r, undef, $err) = $h->ctl('keys', 'create', '--org', 'acme', '--name',
                                 "caf\xe9");
     is($r, 1, 'a --name that is not UTF-8: exit 1');

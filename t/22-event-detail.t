@@ -179,6 +179,19 @@ EOF
 isnt $rc, 0, 'two handlers in one location fail';
 like $out, qr/integrations_whoami.*duplicate/, '... duplicate';
 
+for my $pair ('integrations_status; integrations_events;',
+              'integrations_events; integrations_status;') {
+    ($rc, $out) = $h->nginx_test(<<"EOF");
+integrations_redis 127.0.0.1:%%REDIS_PORT%%;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location /a { apikey on; $pair }
+}
+EOF
+    isnt $rc, 0, "$pair: fails";
+    like $out, qr/duplicate.*nginx-test-\d+\.conf:\d+/, '... duplicate, where';
+}
+
 ($rc, $out) = $h->nginx_test(<<'EOF');
 integrations_redis 127.0.0.1:%%REDIS_PORT%%;
 server {

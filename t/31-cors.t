@@ -104,7 +104,7 @@ is($r->{status}, 403, 'missing scope: 403');
 is($r->{headers}{'access-control-allow-origin'}, '*', 'CORS on the 403');
 is($r->{headers}{'access-control-expose-headers'},
    'RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, '
-   . 'RateLimit-Policy, RateLimit, Retry-After, ETag',
+   . 'RateLimit-Policy, RateLimit, Retry-After, ETag, WWW-Authenticate',
    'Expose-Headers, complete');
 
 # Redis gone (closed policy): 503, with CORS; a preflight needs no Redis

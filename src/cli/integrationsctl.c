@@ -1104,14 +1104,72 @@ typedef struct {
 } ictl_key_opts_t;
 
 
+/*
+ * s in a column of w characters: cut at most w characters in, never
+ * inside one, and padded with spaces to w
+ */
+static void
+ictl_column(const char *s, size_t w, char *out, size_t size)
+{
+    size_t  i, n, chars;
+
+    n = 0;
+    chars = 0;
+
+    for (i = 0; s[i] && n + 5 < size; i++) {
+        /* a UTF-8 lead or ASCII byte starts a character */
+        if (((unsigned char) s[i] & 0xc0) != 0x80) {
+            if (chars == w) {
+                break;
+            }
+            chars++;
+        }
+        out[n++] = s[i];
+    }
+
+    while (chars++ < w && n + 1 < size) {
+        out[n++] = ' ';
+    }
+
+    out[n] = '\0';
+}
+
+
+/* the tokens of s between any of seps, as a JSON array of strings */
+static json_t *
+ictl_tokens(const char *s, const char *seps)
+{
+    char    *copy, *tok, *save;
+    json_t  *a;
+
+    a = json_array();
+    copy = strdup(s);
+
+    if (a == NULL || copy == NULL) {
+        free(copy);
+        return a;
+    }
+
+    for (tok = strtok_r(copy, seps, &save); tok;
+         tok = strtok_r(NULL, seps, &save))
+    {
+        json_array_append_new(a, json_string(tok));
+    }
+
+    free(copy);
+
+    return a;
+}
+
+
 /* 0: written; -1: stdout failed (full, closed), errno says why */
 static int
 ictl_print_key(ictl_key_opts_t *o, const char *key, const char *id,
     const char *scopes, time_t created, time_t expires, const char *ips,
     long rate, int json)
 {
-    char    buf[64], *out, *tok, *copy, *save;
-    json_t  *j, *a;
+    char    buf[64], *out;
+    json_t  *j;
 
     if (json) {
         j = json_object();
@@ -1119,15 +1177,7 @@ ictl_print_key(ictl_key_opts_t *o, const char *key, const char *id,
         json_object_set_new(j, "id", json_string(id));
         json_object_set_new(j, "org", json_string(o->org));
         json_object_set_new(j, "name", json_string(o->name));
-        a = json_array();
-        copy = strdup(scopes);
-        for (tok = strtok_r(copy, " ", &save); tok;
-             tok = strtok_r(NULL, " ", &save))
-        {
-            json_array_append_new(a, json_string(tok));
-        }
-        free(copy);
-        json_object_set_new(j, "scopes", a);
+        json_object_set_new(j, "scopes", ictl_tokens(scopes, " "));
         json_object_set_new(j, "env", json_string(o->env));
         ictl_iso(created, buf, sizeof(buf));
         json_object_set_new(j, "created", json_string(buf));
@@ -1137,15 +1187,7 @@ ictl_print_key(ictl_key_opts_t *o, const char *key, const char *id,
         } else {
             json_object_set_new(j, "expires", json_null());
         }
-        a = json_array();
-        copy = strdup(ips);
-        for (tok = strtok_r(copy, ", ", &save); tok;
-             tok = strtok_r(NULL, ", ", &save))
-        {
-            json_array_append_new(a, json_string(tok));
-        }
-        free(copy);
-        json_object_set_new(j, "allowIps", a);
+        json_object_set_new(j, "allowIps", ictl_tokens(ips, ", "));
         json_object_set_new(j, "rateLimit",
                             rate ? json_integer(rate) : json_null());
         out = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -1214,7 +1256,7 @@ static int
 ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
 {
     int          attempt, rc;
-    char         scopes[1024], nets[4096], id[9], rnd[33], key[128],
+    char         scopes[1024], nets[16384], id[9], rnd[33], key[128],
                  sum[8], hash[65], created_s[32], expires_s[32], score[32],
                  now_s[32], rate_s[32], active[256], all[256], rec[256],
                  max[8];
@@ -1293,14 +1335,27 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
     }
 
     nets[0] = '\0';
-    if (o->allow_ip && *o->allow_ip
+    if (o->allow_ip
         && (ngx_integrations_ip_list_nets((const unsigned char *) o->allow_ip,
                                           strlen(o->allow_ip), nets,
                                           sizeof(nets)) != 0
             || nets[0] == '\0'))
     {
-        /* ",," named no address: stored, it would allow every one */
-        ictl_error("invalid --allow-ip \"%s\"", o->allow_ip);
+        if (ngx_integrations_ip_list_valid((const unsigned char *)
+                                           o->allow_ip, strlen(o->allow_ip))
+            != 0)
+        {
+            ictl_error("invalid --allow-ip \"%s\": addresses or CIDRs, "
+                       "comma-separated", o->allow_ip);
+
+        } else if (nets[0] == '\0') {
+            /* "" or ",": stored, no address would allow every one */
+            ictl_error("--allow-ip names no address");
+
+        } else {
+            ictl_error("--allow-ip lists more than a key holds (%d "
+                       "addresses of IPv6 length)", (int) sizeof(nets) / 37);
+        }
         return ICTL_BAD_INPUT;
     }
 
@@ -1562,7 +1617,8 @@ ictl_keys_list(ictl_t *ctx, const char *org, int json)
             json_object_set_new(j, "key", json_string(out));
             free(out);
             json_object_set_new(j, "env", json_string(ictl_get("env")));
-            json_object_set_new(j, "scopes", json_string(ictl_get("scopes")));
+            json_object_set_new(j, "scopes",
+                                ictl_tokens(ictl_get("scopes"), " "));
             json_object_set_new(j, "created", json_string(when));
             json_object_set_new(j, "lastUsed",
                                 lu ? json_string(used) : json_null());
@@ -1573,16 +1629,21 @@ ictl_keys_list(ictl_t *ctx, const char *org, int json)
                 json_object_set_new(j, "expires", json_null());
             }
             json_object_set_new(j, "status", json_string(status));
-            json_object_set_new(j, "allowIps", json_string(ictl_get("ips")));
+            json_object_set_new(j, "allowIps",
+                                ictl_tokens(ictl_get("ips"), ", "));
+            json_object_set_new(j, "rateLimit", *ictl_get("rate_limit")
+                                ? json_integer(atoll(ictl_get("rate_limit")))
+                                : json_null());
             json_array_append_new(arr, j);
 
         } else {
-            char  disp[64];
+            char  disp[64], name[160];
 
             snprintf(disp, sizeof(disp), "%s_%s_%s_...", ictl_get("prefix"),
                      ictl_get("env"), ids->element[i]->str);
-            printf("%-8s  %-24.24s  %-28s  %-20s  %-20s  %-7s  %s\n",
-                   ids->element[i]->str, ictl_get("name"), disp, when, used,
+            ictl_column(ictl_get("name"), 24, name, sizeof(name));
+            printf("%-8s  %s  %-28s  %-20s  %-20s  %-7s  %s\n",
+                   ids->element[i]->str, name, disp, when, used,
                    status, ictl_get("scopes"));
         }
 #undef ictl_get
