@@ -734,6 +734,7 @@ ngx_http_apikey_send(ngx_http_request_t *r, ngx_uint_t status, u_char *body,
     size_t len)
 {
     ngx_int_t  rc;
+    ngx_str_t  retry;
 
     switch (status) {
     case NGX_HTTP_UNAUTHORIZED:
@@ -747,6 +748,14 @@ ngx_http_apikey_send(ngx_http_request_t *r, ngx_uint_t status, u_char *body,
         break;
     default:
         ngx_integrations_stat(keys_unavailable);
+
+        /* the reconnect backoff tops out at 2 s: a second is a fair try */
+        ngx_str_set(&retry, "1");
+        if (ngx_integrations_json_header(r, "Retry-After", &retry) != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return NGX_DONE;
+        }
     }
 
     rc = ngx_integrations_json_send(r, status, body, len);

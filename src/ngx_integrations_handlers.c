@@ -3089,6 +3089,14 @@ ngx_http_integrations_unauthorized(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_integrations_unavailable(ngx_http_request_t *r)
 {
+    ngx_str_t  retry;
+
+    /* as the access phase's 503: Redis is tried again within a second */
+    ngx_str_set(&retry, "1");
+    if (ngx_integrations_json_header(r, "Retry-After", &retry) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_integrations_json_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                       (u_char *) NGX_HTTP_INTEGRATIONS_503,
                                       sizeof(NGX_HTTP_INTEGRATIONS_503) - 1);

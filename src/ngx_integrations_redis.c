@@ -364,10 +364,16 @@ char *
 ngx_integrations_redis_parse(ngx_conf_t *cf,
     ngx_integrations_redis_conf_t *rcf, ngx_str_t *value, ngx_uint_t n)
 {
+    size_t      len;
     ngx_int_t   db;
     ngx_str_t   s;
-    ngx_uint_t  i;
+    ngx_uint_t  i, k, seen;
     ngx_msec_t  ms;
+
+    /* each parameter once: a second one silently winning is a typo kept */
+    static const char  *names[] = {
+        "password=", "db=", "prefix=", "timeout=", "connect_timeout=", NULL
+    };
 
     ngx_memzero(&rcf->url, sizeof(ngx_url_t));
     rcf->url.url = value[1];
@@ -395,11 +401,36 @@ ngx_integrations_redis_parse(ngx_conf_t *cf,
     rcf->timeout = 200;
     rcf->connect_timeout = NGX_CONF_UNSET_MSEC;
 
+    seen = 0;
+
     for (i = 2; i < n; i++) {
+
+        for (k = 0; names[k]; k++) {
+            len = ngx_strlen(names[k]);
+
+            if (value[i].len >= len
+                && ngx_strncmp(value[i].data, names[k], len) == 0)
+            {
+                if (seen & (1 << k)) {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                       "\"%s\" is given twice", names[k]);
+                    return NGX_CONF_ERROR;
+                }
+
+                seen |= 1 << k;
+                break;
+            }
+        }
 
         if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
             rcf->password.data = value[i].data + 9;
             rcf->password.len = value[i].len - 9;
+
+            /* no password is said by leaving password= out */
+            if (rcf->password.len == 0) {
+                goto invalid;
+            }
+
             continue;
         }
 

@@ -224,7 +224,8 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
     like($err, qr/line 15: longer than 1048576 bytes/, 'line 15: 1 MB');
     like($err, qr/line 16: "name" must be a string/, 'line 16: a number');
     unlike($err, qr/line (1|2|4|5):/, 'good lines are not blamed');
-    like($err, qr/nothing imported/, 'says nothing was imported');
+    like($err, qr/nothing imported: 12 bad lines\n/,
+         'says nothing was imported, counting lines (13 errors in 12)');
     is($h->redis('DBSIZE'), $dbsize, 'nothing written: same number of keys');
     is($snap->(), $keys_before, 'nothing written: same contents');
 

@@ -391,6 +391,7 @@ EOF
     my $res = get('/api/x', 'X-Api-Key' => $key);
     my $j = is_refusal($res, 503, 'Redis stopped');
     is_deeply($j, { error => 'Service unavailable' }, '503 body');
+    is($res->{headers}{'retry-after'}, 1, '503: Retry-After: 1');
     ok(time - $t0 < 1, 'Redis stopped: answered at once');
     is(get('/open/x')->{status}, 200, 'locations without apikey unaffected');
 

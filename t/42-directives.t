@@ -84,6 +84,13 @@ bad('redis prefix with a brace', 'integrations_redis 127.0.0.1 "prefix=a{";',
     'apikey on;', qr/invalid parameter "prefix=a\{"/);
 bad('redis unknown parameter', 'integrations_redis 127.0.0.1 pool=3;',
     'apikey on;', qr/invalid parameter "pool=3"/);
+bad('redis db twice', 'integrations_redis 127.0.0.1 db=1 db=2;',
+    'apikey on;', qr/"db=" is given twice/);
+bad('redis timeout twice',
+    'integrations_redis 127.0.0.1 timeout=1s connect_timeout=1s timeout=2s;',
+    'apikey on;', qr/"timeout=" is given twice/);
+bad('redis empty password', 'integrations_redis 127.0.0.1 password=;',
+    'apikey on;', qr/invalid parameter "password="/);
 bad('redis twice',
     "integrations_redis 127.0.0.1;\nintegrations_redis 127.0.0.1;",
     'apikey on;', qr/is duplicate/);

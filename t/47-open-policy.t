@@ -77,6 +77,7 @@ sub is_503 {
     my ($res, $what) = @_;
     is($res->{status}, 503, "$what: 503");
     is($res->{headers}{'content-type'}, 'application/json', "$what: JSON");
+    is($res->{headers}{'retry-after'}, 1, "$what: Retry-After: 1");
     is_deeply(jbody($res), { error => 'Service unavailable' },
               "$what: 503 body");
 }

@@ -215,6 +215,19 @@ my $ev7 = sprintf '%020d', 7;
     is($rc, 2, 'wrong password: data import exit 2');
     is($p->redis('-n', 2, 'DBSIZE'), $size, 'nothing written by the refusals');
 
+    # a Redis 6 ACL user: AUTH user password (%XX-escaped in the URL)
+    $p->redis('ACL', 'SETUSER', 'ops@x', 'on', '>s3 cret', '~*', '&*',
+              '+@all');
+    ($rc, $k, $err) = create($p, [ '--redis', "redis://ops%40x:s3%20cret\@$base/2" ],
+                             '--org', 'acl');
+    is($rc, 0, 'an ACL user: keys create') or diag $err;
+    is($p->redis('-n', 2, 'HGET', "{k:$k->{id}}", 'org'), 'acl',
+       '... written as that user');
+    ($rc, undef, $err) = create($p, [ '--redis', "redis://ops%40x:hunter2\@$base/2" ],
+                                '--org', 'acl');
+    is($rc, 2, 'an ACL user with the default user\'s password: exit 2');
+    like($err, qr/AUTH failed/, '... AUTH failed (the user was sent)');
+
     # the unix socket takes the password and the database as parameters
     my $sock = 'unix:' . $p->redis_sock;
     ($rc, $k, $err) = create($p, [ '--redis', "$sock?db=2&password=hunter2" ],

@@ -343,7 +343,7 @@ static void
 ictl_usage(FILE *f)
 {
     fputs(
-"usage: integrationsctl [--redis redis://[:pw@]host:port/db\n"
+"usage: integrationsctl [--redis redis://[[user]:pw@]host:port/db\n"
 "                       | unix:/path[?db=N&password=P]]\n"
 "                       [--prefix P] [--key-prefix qkt] [--pepper S] COMMAND\n"
 "  keys create --org ORG --name NAME [--scopes a,b] [--expires ISO|DURATION]\n"
@@ -399,13 +399,15 @@ static int
 ictl_connect(ictl_t *ctx, const char *url)
 {
     int             db, port;
-    char            host[1024], *pw, *p, *end, *path, buf[1024];
+    char            host[1024], *pw, *p, *end, *path, *user,
+                    buf[1024];
     redisReply     *r;
     struct timeval  tv = { 5, 0 };
 
     db = 0;
     port = 0;
     pw = NULL;
+    user = NULL;
     path = NULL;
     host[0] = '\0';
 
@@ -457,6 +459,11 @@ ictl_connect(ictl_t *ctx, const char *url)
         if (end) {
             *end = '\0';
             pw = strchr(p, ':') ? strchr(p, ':') + 1 : p;
+            /* redis://user:pw@: a Redis 6 ACL user, AUTH user pw */
+            if (pw != p && pw - 1 != p) {
+                user = p;
+                pw[-1] = '\0';
+            }
             p = end + 1;
         }
 
@@ -508,6 +515,11 @@ ictl_connect(ictl_t *ctx, const char *url)
         return ICTL_BAD_INPUT;
     }
 
+    if (user && !ictl_unescape(user)) {
+        ictl_error("--redis: a bad %%XX escape in the user name");
+        return ICTL_BAD_INPUT;
+    }
+
     ctx->rc = path ? redisConnectUnixWithTimeout(path, tv)
                    : redisConnectWithTimeout(host, port, tv);
 
@@ -521,7 +533,8 @@ ictl_connect(ictl_t *ctx, const char *url)
     redisSetTimeout(ctx->rc, (struct timeval) { 30, 0 });
 
     if (pw && *pw) {
-        r = redisCommand(ctx->rc, "AUTH %s", pw);
+        r = user ? redisCommand(ctx->rc, "AUTH %s %s", user, pw)
+                 : redisCommand(ctx->rc, "AUTH %s", pw);
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             ictl_error("Redis AUTH failed: %s",
                        r ? r->str : ctx->rc->errstr);
@@ -1922,7 +1935,9 @@ typedef struct {
     json_t      *slugs;      /* slug -> padded id, this file and Redis */
     json_t      *redis_ids;  /* slug -> id known in Redis, or null */
     long         line;
-    int          errors;
+    int          errors;        /* messages */
+    long         bad_lines;
+    long         last_bad;
     int          redis_failed;  /* a lookup failed: said, exit 2 */
     long         events;
     long         attendees;
@@ -1935,6 +1950,11 @@ ictl_bad(ictl_import_t *im, const char *fmt, ...)
     va_list  args;
 
     im->errors++;
+
+    if (im->last_bad != im->line) {
+        im->last_bad = im->line;
+        im->bad_lines++;
+    }
 
     if (im->errors > ICTL_MAX_ERRORS) {
         return;
@@ -2833,11 +2853,11 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
 
     if (im.errors) {
         if (im.errors > ICTL_MAX_ERRORS) {
-            ictl_error("... and %d more bad lines",
+            ictl_error("... and %d more errors",
                        im.errors - ICTL_MAX_ERRORS);
         }
-        ictl_error("nothing imported: %d bad line%s", im.errors,
-                   im.errors == 1 ? "" : "s");
+        ictl_error("nothing imported: %ld bad line%s", im.bad_lines,
+                   im.bad_lines == 1 ? "" : "s");
         rc = ICTL_BAD_INPUT;
         goto done;
     }
