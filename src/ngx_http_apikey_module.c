@@ -164,6 +164,8 @@ static void ngx_http_apikey_cache_put(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
 static void ngx_http_apikey_cache_forget(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
+static ngx_uint_t ngx_http_apikey_cache_lock(
+    ngx_http_apikey_cache_entry_t *e);
 static ngx_uint_t ngx_http_apikey_cache_has_ip(
     ngx_http_apikey_cache_entry_t *e, u_char *ip);
 static ngx_int_t ngx_http_apikey_cache_init(ngx_shm_zone_t *zone,
@@ -1491,17 +1493,38 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 
 
 /*
+ * A slot held for a copy and a count: a short spin, then a miss,
+ * never a worker waiting; 0: still busy.
+ */
+
+static ngx_uint_t
+ngx_http_apikey_cache_lock(ngx_http_apikey_cache_entry_t *e)
+{
+    ngx_uint_t  spin;
+
+    for (spin = 0; !ngx_atomic_cmp_set(&e->lock, 0, 1); spin++) {
+        if (spin == 1024) {
+            return 0;
+        }
+
+        ngx_cpu_pause();
+    }
+
+    return 1;
+}
+
+
+/*
  * A key Redis refused (unknown, revoked, expired, refused for the
- * client's address) leaves the open policy's memory. Waits for the
- * slot's lock as briefly as get() does; a forget that loses the race
- * leaves at most what a later refusal forgets.
+ * client's address) leaves the open policy's memory; a forget that
+ * loses the race for the lock leaves at most what a later refusal
+ * forgets.
  */
 
 static void
 ngx_http_apikey_cache_forget(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx)
 {
-    ngx_uint_t                      spin;
     ngx_http_apikey_cache_entry_t  *e;
 
     if (ctx->hash[0] == '\0') {
@@ -1515,12 +1538,8 @@ ngx_http_apikey_cache_forget(ngx_http_request_t *r,
         return;
     }
 
-    for (spin = 0; !ngx_atomic_cmp_set(&e->lock, 0, 1); spin++) {
-        if (spin == 1024) {
-            return;
-        }
-
-        ngx_cpu_pause();
+    if (!ngx_http_apikey_cache_lock(e)) {
+        return;
     }
 
     if (ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0) {
@@ -1636,7 +1655,7 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf)
 {
     ngx_int_t                       rc;
-    ngx_uint_t                      spin, admitted;
+    ngx_uint_t                      admitted;
     ngx_msec_t                      now, at;
     ngx_integrations_identity_t    *id;
     ngx_http_apikey_cache_entry_t  *e;
@@ -1650,13 +1669,8 @@ ngx_http_apikey_cache_get(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
-    /* held for a copy and a count: a short spin, not a 503 */
-    for (spin = 0; !ngx_atomic_cmp_set(&e->lock, 0, 1); spin++) {
-        if (spin == 1024) {
-            return NGX_DECLINED;
-        }
-
-        ngx_cpu_pause();
+    if (!ngx_http_apikey_cache_lock(e)) {
+        return NGX_DECLINED;
     }
 
     now = ngx_http_apikey_now_ms();

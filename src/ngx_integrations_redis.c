@@ -358,6 +358,13 @@ ngx_integrations_redis_add_script(ngx_conf_t *cf,
 }
 
 
+/* the parameters, in the order of names[] below */
+#define NGX_INTEGRATIONS_REDIS_P_PASSWORD  0
+#define NGX_INTEGRATIONS_REDIS_P_DB        1
+#define NGX_INTEGRATIONS_REDIS_P_PREFIX    2
+#define NGX_INTEGRATIONS_REDIS_P_TIMEOUT   3
+
+
 /* integrations_redis <addr> [password=] [db=] [prefix=] [timeout=] ... */
 
 char *
@@ -411,79 +418,70 @@ ngx_integrations_redis_parse(ngx_conf_t *cf,
             if (value[i].len >= len
                 && ngx_strncmp(value[i].data, names[k], len) == 0)
             {
-                if (seen & (1 << k)) {
-                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                       "\"%s\" is given twice", names[k]);
-                    return NGX_CONF_ERROR;
-                }
-
-                seen |= 1 << k;
                 break;
             }
         }
 
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            rcf->password.data = value[i].data + 9;
-            rcf->password.len = value[i].len - 9;
+        if (names[k] == NULL) {
+            goto invalid;
+        }
 
+        if (seen & (1 << k)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%s\" is given twice", names[k]);
+            return NGX_CONF_ERROR;
+        }
+
+        seen |= 1 << k;
+
+        /* the value after "name=" */
+        s.data = value[i].data + len;
+        s.len = value[i].len - len;
+
+        switch (k) {
+
+        case NGX_INTEGRATIONS_REDIS_P_PASSWORD:
             /* no password is said by leaving password= out */
-            if (rcf->password.len == 0) {
+            if (s.len == 0) {
                 goto invalid;
             }
 
-            continue;
-        }
+            rcf->password = s;
+            break;
 
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+        case NGX_INTEGRATIONS_REDIS_P_DB:
+            db = ngx_atoi(s.data, s.len);
             if (db == NGX_ERROR || db > 65535) {
                 goto invalid;
             }
 
             rcf->db = db;
-            continue;
-        }
+            break;
 
-        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
-            rcf->prefix.data = value[i].data + 7;
-            rcf->prefix.len = value[i].len - 7;
-
+        case NGX_INTEGRATIONS_REDIS_P_PREFIX:
             /* a brace would break the hash tags that follow the prefix */
-            if (ngx_strlchr(rcf->prefix.data,
-                            rcf->prefix.data + rcf->prefix.len, '{')
-                || ngx_strlchr(rcf->prefix.data,
-                               rcf->prefix.data + rcf->prefix.len, '}'))
+            if (ngx_strlchr(s.data, s.data + s.len, '{')
+                || ngx_strlchr(s.data, s.data + s.len, '}'))
             {
                 goto invalid;
             }
 
-            continue;
-        }
+            rcf->prefix = s;
+            break;
 
-        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0
-            || ngx_strncmp(value[i].data, "connect_timeout=", 16) == 0)
-        {
-            s.data = (u_char *) ngx_strlchr(value[i].data,
-                                            value[i].data + value[i].len,
-                                            '=') + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
+        default: /* timeout=, connect_timeout= */
             ms = ngx_parse_time(&s, 0);
             if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
                 goto invalid;
             }
 
-            if (value[i].data[0] == 't') {
+            if (k == NGX_INTEGRATIONS_REDIS_P_TIMEOUT) {
                 rcf->timeout = ms;
 
             } else {
                 rcf->connect_timeout = ms;
             }
-
-            continue;
         }
-
-        goto invalid;
     }
 
     if (rcf->connect_timeout == NGX_CONF_UNSET_MSEC) {

@@ -2590,7 +2590,6 @@ done:
 }
 
 
-/* one pass over the file: validate (apply == 0) or write (apply == 1) */
 /*
  * The next line of f into line (ICTL_LINE_MAX + 2 bytes, "\r\n"
  * included), its length in *n; a longer one is read past, not kept, and
@@ -2638,6 +2637,7 @@ ictl_read_line(FILE *f, char *line, ssize_t *n)
 }
 
 
+/* one pass over the file: validate (apply == 0) or write (apply == 1) */
 static int
 ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
 {
@@ -3110,21 +3110,12 @@ ictl_data_delete(ictl_t *ctx, const char *org, const char *env,
      | ICTL_OPT_ORG)
 
 
-static const struct {
-    const char  *name;
-    unsigned     bit;
-} ictl_options[] = {
-    { "--name", ICTL_OPT_NAME },
-    { "--scopes", ICTL_OPT_SCOPES },
-    { "--expires", ICTL_OPT_EXPIRES },
-    { "--allow-ip", ICTL_OPT_ALLOW_IP },
-    { "--rate-limit", ICTL_OPT_RATE_LIMIT },
-    { "--env", ICTL_OPT_ENV },
-    { "--event", ICTL_OPT_EVENT },
-    { "--grace", ICTL_OPT_GRACE },
-    { "--json", ICTL_OPT_JSON },
-    { NULL, 0 }
-};
+/* an option: its bit, and where its value goes (NULL: a flag) */
+typedef struct {
+    const char   *name;
+    unsigned      bit;
+    const char  **value;
+} ictl_option_t;
 
 
 /* the options each command reads besides the global ones */
@@ -3157,6 +3148,25 @@ main(int argc, char **argv)
                     *pos;
     ictl_key_opts_t  ko;
 
+    /* where each option's value goes: set as they are read */
+    ictl_option_t    options[] = {
+        { "--redis", ICTL_OPT_REDIS, &url },
+        { "--prefix", ICTL_OPT_PREFIX, &ctx.prefix },
+        { "--key-prefix", ICTL_OPT_KEY_PREFIX, &ctx.key_prefix },
+        { "--pepper", ICTL_OPT_PEPPER, &ctx.pepper },
+        { "--org", ICTL_OPT_ORG, &org },
+        { "--name", ICTL_OPT_NAME, &ko.name },
+        { "--scopes", ICTL_OPT_SCOPES, &ko.scopes },
+        { "--expires", ICTL_OPT_EXPIRES, &ko.expires },
+        { "--allow-ip", ICTL_OPT_ALLOW_IP, &ko.allow_ip },
+        { "--rate-limit", ICTL_OPT_RATE_LIMIT, &ko.rate_limit },
+        { "--env", ICTL_OPT_ENV, &env },
+        { "--event", ICTL_OPT_EVENT, &event },
+        { "--grace", ICTL_OPT_GRACE, &grace },
+        { "--json", ICTL_OPT_JSON, NULL },
+        { NULL, 0, NULL }
+    };
+
     memset(&ctx, 0, sizeof(ctx));
     memset(&ko, 0, sizeof(ko));
 
@@ -3180,35 +3190,26 @@ main(int argc, char **argv)
     for (i = 1; i < argc; i++) {
         const char  *a = argv[i];
 
-#define ictl_arg(name, var, bit)                                             \
-        if (strcmp(a, name) == 0) {                                          \
-            if (i + 1 >= argc) {                                             \
-                ictl_error("%s needs a value", name);                        \
-                return ICTL_BAD_INPUT;                                       \
-            }                                                                \
-            given |= (bit);                                                  \
-            var = argv[++i];                                                 \
-            continue;                                                        \
+        for (j = 0; options[j].name; j++) {
+            if (strcmp(a, options[j].name) == 0) {
+                break;
+            }
         }
 
-        ictl_arg("--redis", url, ICTL_OPT_REDIS);
-        ictl_arg("--prefix", ctx.prefix, ICTL_OPT_PREFIX);
-        ictl_arg("--key-prefix", ctx.key_prefix, ICTL_OPT_KEY_PREFIX);
-        ictl_arg("--pepper", ctx.pepper, ICTL_OPT_PEPPER);
-        ictl_arg("--org", org, ICTL_OPT_ORG);
-        ictl_arg("--name", ko.name, ICTL_OPT_NAME);
-        ictl_arg("--scopes", ko.scopes, ICTL_OPT_SCOPES);
-        ictl_arg("--expires", ko.expires, ICTL_OPT_EXPIRES);
-        ictl_arg("--allow-ip", ko.allow_ip, ICTL_OPT_ALLOW_IP);
-        ictl_arg("--rate-limit", ko.rate_limit, ICTL_OPT_RATE_LIMIT);
-        ictl_arg("--env", env, ICTL_OPT_ENV);
-        ictl_arg("--event", event, ICTL_OPT_EVENT);
-        ictl_arg("--grace", grace, ICTL_OPT_GRACE);
-#undef ictl_arg
+        if (options[j].name) {
+            given |= options[j].bit;
 
-        if (strcmp(a, "--json") == 0) {
-            given |= ICTL_OPT_JSON;
-            json = 1;
+            if (options[j].value == NULL) {
+                json = 1;
+                continue;
+            }
+
+            if (i + 1 >= argc) {
+                ictl_error("%s needs a value", a);
+                return ICTL_BAD_INPUT;
+            }
+
+            *options[j].value = argv[++i];
             continue;
         }
 
@@ -3285,10 +3286,10 @@ main(int argc, char **argv)
     if (ictl_commands[i].group) {
         unknown = given & ~(ictl_commands[i].options | ICTL_OPT_GLOBAL);
 
-        for (j = 0; unknown && ictl_options[j].name; j++) {
-            if (unknown & ictl_options[j].bit) {
+        for (j = 0; unknown && options[j].name; j++) {
+            if (unknown & options[j].bit) {
                 ictl_error("%s %s does not take %s", group, cmd,
-                           ictl_options[j].name);
+                           options[j].name);
                 return ICTL_BAD_INPUT;
             }
         }
