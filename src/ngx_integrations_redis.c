@@ -412,6 +412,8 @@ ngx_integrations_redis_parse(ngx_conf_t *cf,
 
     for (i = 2; i < n; i++) {
 
+        len = 0;
+
         for (k = 0; names[k]; k++) {
             len = ngx_strlen(names[k]);
 
