@@ -164,6 +164,8 @@ static void ngx_http_apikey_cache_put(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
 static void ngx_http_apikey_cache_forget(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
+static void ngx_http_apikey_cache_forget_ip(ngx_http_apikey_cache_entry_t *e,
+    u_char *ip);
 static ngx_uint_t ngx_http_apikey_cache_lock(
     ngx_http_apikey_cache_entry_t *e);
 static ngx_uint_t ngx_http_apikey_cache_has_ip(
@@ -1515,10 +1517,10 @@ ngx_http_apikey_cache_lock(ngx_http_apikey_cache_entry_t *e)
 
 
 /*
- * A key Redis refused (unknown, revoked, expired, refused for the
- * client's address) leaves the open policy's memory; a forget that
- * loses the race for the lock leaves at most what a later refusal
- * forgets.
+ * A key Redis refused (unknown, revoked, expired) leaves the open
+ * policy's memory; an address refused for the key leaves the key's
+ * addresses. A forget that loses the race for the lock leaves at most
+ * what a later refusal forgets.
  */
 
 static void
@@ -1543,13 +1545,48 @@ ngx_http_apikey_cache_forget(ngx_http_request_t *r,
     }
 
     if (ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0) {
-        e->at = 0;
-        e->ip_count = 0;
-        e->ip_next = 0;
+
+        if (ctx->code == NGX_HTTP_APIKEY_IP) {
+            /* the key is good; only this address is not (any more) */
+            ngx_http_apikey_cache_forget_ip(e, ctx->ip);
+
+        } else {
+            e->at = 0;
+            e->ip_count = 0;
+            e->ip_next = 0;
+        }
     }
 
     ngx_memory_barrier();
     e->lock = 0;
+}
+
+
+/*
+ * Under the slot's lock: the other addresses kept oldest first, so the
+ * next new one goes after them and replaces the oldest when full.
+ */
+
+static void
+ngx_http_apikey_cache_forget_ip(ngx_http_apikey_cache_entry_t *e, u_char *ip)
+{
+    u_char      *a, kept[NGX_HTTP_APIKEY_CACHE_IPS][33];
+    ngx_uint_t   i, j, n, first;
+
+    n = ngx_min(e->ip_count, NGX_HTTP_APIKEY_CACHE_IPS);
+    first = (n == NGX_HTTP_APIKEY_CACHE_IPS) ? e->ip_next : 0;
+
+    for (i = 0, j = 0; i < n; i++) {
+        a = e->ips[(first + i) % NGX_HTTP_APIKEY_CACHE_IPS];
+
+        if (ngx_strncmp(a, ip, sizeof(e->ips[0])) != 0) {
+            ngx_memcpy(kept[j++], a, sizeof(e->ips[0]));
+        }
+    }
+
+    ngx_memcpy(e->ips, kept, j * sizeof(e->ips[0]));
+    e->ip_count = j;
+    e->ip_next = j % NGX_HTTP_APIKEY_CACHE_IPS;
 }
 
 
@@ -2021,7 +2058,11 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                              ngx_http_integrations_module);
 
     if (clcf->name.len && !conf->enable) {
-        if (ilcf->handler) {
+        /*
+         * a named or internal location is reached from another one
+         * (try_files, error_page, X-Accel-Redirect) whose key it keeps
+         */
+        if (ilcf->handler && !clcf->named && !clcf->internal) {
             /* every request there would be a 401 */
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "\"%V\" needs \"apikey on\" in its location or "
@@ -2030,7 +2071,8 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             return NGX_CONF_ERROR;
         }
 
-        if (conf->set_line) {
+        /* set for the locations inside, which may turn it on */
+        if (conf->set_line && clcf->locations == NULL) {
             ngx_log_error(NGX_LOG_WARN, cf->log, 0,
                           "\"%s\" has no effect where \"apikey\" is off "
                           "in %V:%ui", conf->set_name, &conf->set_file,
@@ -2360,7 +2402,7 @@ ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     uint64_t                      count, window, w;
     ngx_str_t                    *value, s;
-    ngx_uint_t                    i, k, window_set;
+    ngx_uint_t                    i, k, window_set, unnamed;
     ngx_http_apikey_bucket_t     *b;
     ngx_http_apikey_main_conf_t  *amcf;
 
@@ -2460,7 +2502,9 @@ ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
      * a bucket is one log per key: a shorter window elsewhere would trim
      * what a longer one still counts
      */
-    if (alcf->bucket.len == 0) {
+    unnamed = (alcf->bucket.len == 0);
+
+    if (unnamed) {
         ngx_str_set(&alcf->bucket, "default");
     }
 
@@ -2486,9 +2530,11 @@ ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (b[i].window != alcf->window) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "bucket \"%V\" has a window of %Mms in "
+                               "%sbucket \"%V\" has a window of %Mms in "
                                "%V:%ui, not %Mms: a bucket keeps one rolling "
                                "window (name another with bucket=)",
+                               unnamed ? "a limit without bucket= counts in "
+                                         "the default bucket: " : "",
                                &alcf->bucket, b[i].window, &b[i].file,
                                b[i].line, alcf->window);
             return NGX_CONF_ERROR;

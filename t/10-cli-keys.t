@@ -282,6 +282,51 @@ SKIP: {
     is($h->redis('ZCARD', '{o:unseen}:active'), 0, '... and holds no slot');
 }
 
+# -- the reader gone (keys create | head -0): revoked, not killed by SIGPIPE --
+{
+    my $cmd = $h->ctl_shell('keys', 'create', '--org', 'piped', '--name', 'p');
+    pipe(my $rd, my $wr) or die "pipe: $!";
+    close $rd;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        $SIG{PIPE} = 'DEFAULT';
+        open STDOUT, '>&', $wr or die;
+        open STDERR, '>', '/dev/null' or die;
+        exec 'sh', '-c', $cmd;
+    }
+    close $wr;
+    waitpid $pid, 0;
+    # sh says a command killed by a signal as 128 + the signal
+    ok(!($? & 127) && $? >> 8 != 128 + 13, 'no reader: not killed by SIGPIPE');
+    is($? >> 8, 1, '... exit 1');
+    my ($id) = $h->redis('ZRANGE', '{o:piped}:keys', 0, -1);
+    is($h->redis('HGET', "{k:$id}", 'status'), 'revoked',
+       '... the key nobody saw is revoked');
+    is($h->redis('ZCARD', '{o:piped}:active'), 0, '... and holds no slot');
+}
+
+# -- rotate copies a long allowlist whole ------------------------------------
+{
+    # over 1 KiB of addresses, the one the tests call from last
+    my $ips = join(',', map { sprintf '2001:db8:%x::/48', $_ } 1 .. 80)
+            . ',127.0.0.1';
+    cmp_ok(length $ips, '>', 1300, 'an allowlist of over 1.3 KB');
+    my ($r, $old) = create('--org', 'longip', '--name', 'l',
+                           '--scopes', 'events:read', '--allow-ip', $ips);
+    is($r, 0, 'create with it');
+    push @secrets, $old->{key};
+    my ($r2, $out) = $h->ctl('keys', 'rotate', '--org', 'longip', $old->{id},
+                             '--grace', '0', '--json');
+    is($r2, 0, 'rotate it');
+    my $new = $J->decode($out);
+    push @secrets, $new->{key};
+    my %o = $h->redis('HGETALL', "{k:$old->{id}}");
+    my %n = $h->redis('HGETALL', "{k:$new->{id}}");
+    is($n{ips}, $ips, '... the successor has the whole list');
+    is($n{nets}, $o{nets}, '... and the same networks');
+    is(call($new->{key}), 200, '... and works from the last address');
+}
+
 # -- revoke by the whole key; a mistyped one is never echoed ------------------
 {
     my ($r, $k) = create('--org', 'whole', '--name', 'w');

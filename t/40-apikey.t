@@ -384,6 +384,55 @@ EOF
        'the same key on the nginx without a pepper: refused');
 }
 
+# -- read handlers in locations reached from a keyed one --------------------
+{
+    my $n3 = $h->nginx2(<<'EOF', workers => 1);
+integrations_redis 127.0.0.1:%%REDIS_PORT%%;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    root %%DIR%%/none;
+    location /who/ {
+        apikey on;
+        try_files $uri @who;
+    }
+    location @who {
+        integrations_whoami;
+    }
+    location /err/ {
+        apikey on;
+        error_page 404 = /hidden/;
+    }
+    location /hidden/ {
+        internal;
+        integrations_whoami;
+    }
+    location /skip/ {
+        apikey on;
+        rewrite ^ /hidden/ last;
+    }
+}
+EOF
+    my ($k, $kid) = make_key($h, org => 'named');
+    my $res = $n3->get('/who/x', { 'X-Api-Key' => $k });
+    is($res->{status}, 200, 'try_files @named: the read handler answers')
+        or diag $res->{content};
+    my $j = $h->json($res);
+    is_deeply([ $j->{org}, $j->{keyId} ], [ 'named', $kid ],
+              '... with the key checked in the location it came from');
+    is($n3->get('/who/x')->{status}, 401,
+       'try_files @named: no key is still refused');
+    $res = $n3->get('/err/x', { 'X-Api-Key' => $k });
+    is($res->{status}, 200, 'error_page = internal location: answers');
+    is($h->json($res)->{keyId}, $kid, '... for the key checked before');
+    # a rewrite runs before the key is read: no identity, and said so
+    $res = $n3->get('/skip/x', { 'X-Api-Key' => $k });
+    is($res->{status}, 401, 'rewritten before the key check: 401');
+    like($res->{headers}{'content-type'}, qr{^application/json},
+         '... as JSON');
+    like($n3->error_log, qr/no API key identity in this location/,
+         '... and the error log says why');
+}
+
 # -- Redis down, hung, restarted ---------------------------------------------
 {
     $h->stop_redis;

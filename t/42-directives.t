@@ -100,11 +100,11 @@ bad('redis twice',
 bad('bucket with two windows', undef,
     "apikey on; apikey_rate_limit 2r/s bucket=bx; }\n"
     . '    location /b { apikey on; apikey_rate_limit 3r/h bucket=bx;',
-    qr/bucket "bx" has a window of 1000ms in \S+:(\d+), not 3600000ms.* in \S+:(?!\1)\d+/);
+    qr/\[emerg\] \S+ bucket "bx" has a window of 1000ms in \S+:(\d+), not 3600000ms.* in \S+:(?!\1)\d+/);
 bad('default bucket with two windows', undef,
     "apikey on; apikey_rate_limit 2r/s; }\n"
     . '    location /b { apikey on; apikey_rate_limit 3r/h;',
-    qr/bucket "default" has a window/);
+    qr/a limit without bucket= counts in the default bucket: bucket "default" has a window/);
 good('one bucket, one window, two limits', undef,
      "apikey on; apikey_rate_limit 2r/s bucket=bx; }\n"
      . '    location /b { apikey on; apikey_rate_limit 5r/s bucket=bx;');
@@ -127,6 +127,12 @@ for my $d ('integrations_events', 'integrations_whoami',
     bad("$name under apikey off", undef, "apikey off; $d;",
         qr/"$name" needs "apikey on"/);
 }
+good('a read handler in a named location', undef,
+     "apikey on; try_files \$uri \@w; }\n"
+     . '    location @w { integrations_whoami;');
+good('a read handler in an internal location', undef,
+     "apikey on; error_page 404 = /in/; }\n"
+     . '    location /in/ { internal; integrations_events;');
 good('a read handler under a server\'s apikey on', 'integrations_redis '
      . "127.0.0.1:6379;\napikey on;", 'integrations_whoami;');
 
@@ -142,6 +148,14 @@ warns('scope without apikey on', 'apikey_scope events:write;',
       qr/"apikey_scope" has no effect where "apikey" is off/);
 warns('rate limit under apikey off', 'apikey off; apikey_rate_limit 1r/m;',
       qr/"apikey_rate_limit" has no effect where "apikey" is off/);
+{
+    my ($rc, $out) = $h->nginx_test(conf(undef,
+        "apikey_scope events:read;\n"
+        . '        location /in/ { apikey on; integrations_events; }'));
+    is($rc, 0, 'scope above a nested keyed location: passes') or diag $out;
+    unlike($out, qr/\[warn\].*has no effect/,
+           '... without a warning (the nested location uses it)');
+}
 {
     my ($rc, $out) = $h->nginx_test(conf(undef,
         'apikey on; apikey_scope events:read; apikey_rate_limit 1r/m;'));

@@ -143,6 +143,18 @@ is(get('/long', $k{narrowed})->{status}, 403,
 $h->redis('HSET', "{k:$id{rescoped}}", 'scopes', 'events:read');
 is(get('/long/write', $k{rescoped})->{status}, 403,
    'events:write taken away: 403 with Redis up');
+# one address taken off a key used from four: only that one is forgotten,
+# and a new one is remembered after the rest
+($k{partial}, $id{partial}) = own_slot_key(org => 'acme');
+is(get('/long', $k{partial}, "127.0.0.$_")->{status}, 200,
+   "partial validated from 127.0.0.$_") for 1 .. 4;
+my $kept = '127.0.0.1,127.0.0.3,127.0.0.4,127.0.0.5';
+$h->redis('HSET', "{k:$id{partial}}", 'ips', $kept,
+          'nets', Keys::nets_of($kept));
+is(get('/long', $k{partial}, '127.0.0.2')->{status}, 403,
+   'one address taken off the key: 403 from it with Redis up');
+is(get('/long', $k{partial}, '127.0.0.5')->{status}, 200,
+   '... and a new allowed address: 200');
 
 $h->stop_redis;
 ok(!$h->redis_alive, 'Redis is stopped');
@@ -153,6 +165,11 @@ is(get('/long/write', $k{rescoped})->{status}, 403,
    'open: a key remembered with its scopes as they are now: 403');
 is(get('/long', $k{rescoped})->{status}, 200,
    '... and 200 where they still allow');
+is_deeply([ map { get('/long', $k{partial}, "127.0.0.$_")->{status} }
+            1, 3, 4, 5 ], [ (200) x 4 ],
+          'open: the key\'s other addresses are still remembered');
+is_503(get('/long', $k{partial}, '127.0.0.2'),
+       'open: the address Redis refused for the key');
 
 # -- the same address within ttl: admitted -------------------------------------
 {

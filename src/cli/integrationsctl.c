@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,7 @@ typedef struct {
     const char    *prefix;       /* Redis key prefix */
     const char    *key_prefix;   /* key text prefix, "qkt" */
     const char    *pepper;
+    int            at_cap;       /* a create was refused for the cap */
 } ictl_t;
 
 
@@ -535,6 +537,18 @@ ictl_connect(ictl_t *ctx, const char *url)
     if (pw && *pw) {
         r = user ? redisCommand(ctx->rc, "AUTH %s %s", user, pw)
                  : redisCommand(ctx->rc, "AUTH %s", pw);
+
+        /*
+         * a Redis before 6 has no users: its URLs name one anyway
+         * (redis://h:pw@), and AUTH takes the password alone
+         */
+        if (user && r && r->type == REDIS_REPLY_ERROR
+            && strstr(r->str, "wrong number of arguments"))
+        {
+            freeReplyObject(r);
+            r = redisCommand(ctx->rc, "AUTH %s", pw);
+        }
+
         if (r == NULL || r->type == REDIS_REPLY_ERROR) {
             ictl_error("Redis AUTH failed: %s",
                        r ? r->str : ctx->rc->errstr);
@@ -1254,8 +1268,15 @@ ictl_unreserve(ictl_t *ctx, const char *active, const char *all,
 
     r = ictl_eval(ctx, ictl_unreserve_lua, o->replace ? 6 : 4, argv);
     if (r == NULL) {
-        ictl_error("key %s holds a slot of organization %s: revoke it",
-                   id, o->org);
+        if (o->replace) {
+            ictl_error("key %s holds the slot of key %s of organization "
+                       "%s, which is still active: revoke %s, then %s",
+                       id, o->replace, o->org, id, o->replace);
+
+        } else {
+            ictl_error("key %s holds a slot of organization %s: revoke it",
+                       id, o->org);
+        }
         return ICTL_REDIS;
     }
 
@@ -1464,6 +1485,7 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
         if (rc == 0) {
             ictl_error("organization %s already has %d active keys; revoke "
                        "one first", o->org, ICTL_MAX_KEYS);
+            ctx->at_cap = 1;
             return ICTL_BAD_INPUT;
         }
 
@@ -1791,8 +1813,8 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     const char *grace)
 {
     int              rc;
-    char             scopes[1024], *p, exp_s[32], name[256], env[8],
-                     ips[1024], rate[32], old_s[32], score[32];
+    char            *scopes, *p, exp_s[32], old_s[32], score[32],
+                     new_id[NGX_INTEGRATIONS_KEY_ID_LEN + 1];
     time_t           now, old_exp, new_exp;
     uint64_t         ms;
     redisReply      *h, *r;
@@ -1821,38 +1843,45 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
         return ICTL_BAD_INPUT;
     }
 
-#define ictl_copy(buf, field, dflt)                                           \
-    snprintf(buf, sizeof(buf), "%s", ictl_field_of(h, field)                 \
-             ? ictl_field_of(h, field) : dflt)
+    f = ictl_field_of(h, "expires");
+    old_exp = f ? atol(f) : 0;
+    now = time(NULL);
 
-    n = *o;
-    ictl_copy(name, "name", id);
-    n.name = name;
-    snprintf(scopes, sizeof(scopes), "%s",
-             ictl_field_of(h, "scopes") ? ictl_field_of(h, "scopes") : "");
+    if (old_exp && old_exp <= now) {
+        ictl_error("key %s has expired", id);
+        freeReplyObject(h);
+        return ICTL_BAD_INPUT;
+    }
+
+    /*
+     * The successor gets the old key's fields whole, straight from the
+     * reply (kept until the key is made): a copy cut short could turn
+     * "10.1.2.0/24" into "10.1.2.0/2" and widen who may use it.
+     */
+    f = ictl_field_of(h, "scopes");
+    scopes = strdup(f ? f : "");
+    if (scopes == NULL) {
+        ictl_error("out of memory");
+        freeReplyObject(h);
+        return ICTL_REDIS;
+    }
+
     for (p = scopes; *p; p++) {
         if (*p == ' ') {
             *p = ',';
         }
     }
+
+    n = *o;
+    f = ictl_field_of(h, "name");
+    n.name = f ? f : id;
     n.scopes = scopes;
-    ictl_copy(env, "env", "live");
-    n.env = env;
-    ictl_copy(ips, "ips", "");
-    n.allow_ip = *ips ? ips : NULL;
-    ictl_copy(rate, "rate_limit", "");
-    n.rate_limit = *rate ? rate : NULL;
-#undef ictl_copy
-    f = ictl_field_of(h, "expires");
-    old_exp = f ? atol(f) : 0;
-    freeReplyObject(h);
-
-    now = time(NULL);
-
-    if (old_exp && old_exp <= now) {
-        ictl_error("key %s has expired", id);
-        return ICTL_BAD_INPUT;
-    }
+    f = ictl_field_of(h, "env");
+    n.env = f ? f : "live";
+    f = ictl_field_of(h, "ips");
+    n.allow_ip = (f && *f) ? f : NULL;
+    f = ictl_field_of(h, "rate_limit");
+    n.rate_limit = (f && *f) ? f : NULL;
 
     /* a rotation changes the secret, not how long the key may live */
     n.expires = NULL;
@@ -1866,18 +1895,29 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
         snprintf(score, sizeof(score), "%ld", (long) old_exp);
         n.replace = id;
         n.replace_score = old_exp ? score : "+inf";
+    }
 
-        rc = ictl_keys_create(ctx, &n, NULL);
+    rc = ictl_keys_create(ctx, &n, new_id);
+
+    free(scopes);
+    freeReplyObject(h);
+
+    if (ms == 0) {
         if (rc != ICTL_OK) {
             return rc;
         }
 
-        return ictl_revoke(ctx, o->org, id);
+        rc = ictl_revoke(ctx, o->org, id);
+        if (rc != ICTL_OK) {
+            /* the old key has no slot now, but its record may be active */
+            ictl_error("key %s replaces key %s, which is not revoked: "
+                       "revoke %s", new_id, id, id);
+        }
+        return rc;
     }
 
-    rc = ictl_keys_create(ctx, &n, NULL);
     if (rc != ICTL_OK) {
-        if (rc == ICTL_BAD_INPUT) {
+        if (ctx->at_cap) {
             ictl_error("rotate with --grace 0, or revoke a key first");
         }
         return rc;
@@ -3166,6 +3206,12 @@ main(int argc, char **argv)
         { "--json", ICTL_OPT_JSON, NULL },
         { NULL, 0, NULL }
     };
+
+    /*
+     * A reader gone (keys create | head -0) must fail the write, not
+     * kill us: a key nobody saw is then taken back, not left active.
+     */
+    signal(SIGPIPE, SIG_IGN);
 
     memset(&ctx, 0, sizeof(ctx));
     memset(&ko, 0, sizeof(ko));
