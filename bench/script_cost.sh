@@ -9,7 +9,8 @@
 # five arguments, a random key per call, a 1 s window so the log is
 # trimmed as in a steady state), once to warm up and once counted.
 # Environment: N (20000), KEYS_N (100 keys, 5 per organization), RPORT
-# (16395), SCRIPT (a Lua file to weigh instead of the module's script).
+# (16395), SCRIPT (a Lua file to weigh instead of the module's script),
+# REDIS_ARGS (more redis-server options, e.g. "--latency-tracking no").
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${INTEGRATIONS_BUILD:-$ROOT/build}
@@ -26,7 +27,7 @@ trap cleanup EXIT
 command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
 
 valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.%p" \
-    redis-server --port "$RPORT" --bind 127.0.0.1 --save '' \
+    redis-server --port "$RPORT" --bind 127.0.0.1 --save "" ${REDIS_ARGS:-} \
     --appendonly no >"$DIR/redis.log" 2>"$DIR/valgrind.log" &
 VP=$!
 for _ in $(seq 100); do

@@ -2465,7 +2465,7 @@ static ngx_int_t
 ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
     ngx_uint_t def, ngx_uint_t max, ngx_http_integrations_query_t *q)
 {
-    u_char      *p, *end, *amp, *eq, *d, *s;
+    u_char      *p, *end, *amp, *eq, *d, *s, nbuf[32];
     uint64_t     n;
     ngx_int_t    b, rc;
     ngx_str_t   *v, name;
@@ -2486,6 +2486,17 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
 
         name.data = p;
         name.len = (eq ? eq : amp) - p;
+
+        /* a client may escape a name as it escapes values: page%5Fsize */
+        if (name.len < sizeof(nbuf)
+            && ngx_strlchr(name.data, name.data + name.len, '%') != NULL)
+        {
+            d = nbuf;
+            s = name.data;
+            ngx_unescape_uri(&d, &s, name.len, 0);
+            name.data = nbuf;
+            name.len = d - nbuf;
+        }
 
         for (i = 0; i < NGX_HTTP_INTEGRATIONS_P_N; i++) {
             if ((params & NGX_HTTP_INTEGRATIONS_BIT(i))

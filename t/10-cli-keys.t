@@ -184,6 +184,18 @@ EOF2
     is(call($new->{key}), 200, 'new key works');
     my $exp = $h->redis('HGET', "{k:$old->{id}}", 'expires');
     ok(abs($exp - (time + 3600)) < 5, 'old key expires after the grace');
+    is($h->redis('HGET', "{k:$old->{id}}", 'successor'), $new->{id},
+       '... and names its successor');
+
+    # a second rotation in the grace period would make a second successor
+    my $n0 = $h->redis('ZCARD', '{o:rot}:keys');
+    my ($r3, undef, $err3) = $h->ctl('keys', 'rotate', '--org', 'rot',
+                                     $old->{id}, '--grace', '1h');
+    is($r3, 1, 'rotating the old key again: exit 1');
+    like($err3, qr/rotated to \Q$new->{id}\E already/, '... naming its successor');
+    is($h->redis('ZCARD', '{o:rot}:keys'), $n0, '... and no key is made');
+    is($h->redis('HGET', "{k:$old->{id}}", 'expires'), $exp,
+       '... nor its grace changed');
 
     ($r2, $out) = $h->ctl('keys', 'rotate', '--org', 'rot', $new->{id},
                           '--grace', '0', '--json');

@@ -1843,6 +1843,27 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
         return ICTL_BAD_INPUT;
     }
 
+    /* a key in its grace period already has a successor: one is enough */
+    f = ictl_field_of(h, "successor");
+    if (f && *f) {
+        r = ictl_check(ctx, redisCommand(ctx->rc, "HGET %s{k:%s} status",
+                                         ctx->prefix, f), "HGET");
+        if (r == NULL) {
+            freeReplyObject(h);
+            return ICTL_REDIS;
+        }
+
+        rc = (r->type == REDIS_REPLY_STRING && strcmp(r->str, "active") == 0);
+        freeReplyObject(r);
+
+        if (rc) {
+            ictl_error("key %s was rotated to %s already: rotate %s, or "
+                       "revoke %s now", id, f, f, id);
+            freeReplyObject(h);
+            return ICTL_BAD_INPUT;
+        }
+    }
+
     f = ictl_field_of(h, "expires");
     old_exp = f ? atol(f) : 0;
     now = time(NULL);
@@ -1930,8 +1951,10 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
 
     snprintf(exp_s, sizeof(exp_s), "%ld", (long) new_exp);
 
-    r = ictl_check(ctx, redisCommand(ctx->rc, "HSET %s{k:%s} expires %s",
-                                     ctx->prefix, id, exp_s), "HSET");
+    r = ictl_check(ctx, redisCommand(ctx->rc,
+                                     "HSET %s{k:%s} expires %s successor %s",
+                                     ctx->prefix, id, exp_s, new_id),
+                   "HSET");
     if (r == NULL) {
         return ICTL_REDIS;
     }
