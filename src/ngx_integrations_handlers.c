@@ -2554,8 +2554,8 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
             != NGX_OK || n == 0)
         {
             ngx_http_integrations_invalid(q, NGX_HTTP_INTEGRATIONS_P_PAGE,
-                                          "must be an integer greater than "
-                                          "or equal to 1");
+                                          "must be an integer from 1 to "
+                                          "999999999999999999");
         } else {
             q->page = (ngx_uint_t) n;
         }

@@ -31,6 +31,7 @@
 #define NGX_INTEGRATIONS_REDIS_MAX_ARGS      512
 #define NGX_INTEGRATIONS_REDIS_BACKOFF_MIN   100
 #define NGX_INTEGRATIONS_REDIS_BACKOFF_MAX   2000
+#define NGX_INTEGRATIONS_REDIS_TIMEOUT_MAX   60000
 /*
  * Reply pools: a key check's reply fits the first block; a pool that a
  * large reply grew past this many blocks is freed rather than kept.
@@ -475,6 +476,15 @@ ngx_integrations_redis_parse(ngx_conf_t *cf,
             ms = ngx_parse_time(&s, 0);
             if (ms == (ngx_msec_t) NGX_ERROR || ms == 0) {
                 goto invalid;
+            }
+
+            /* a request waits this long on a hung Redis, and its client */
+            if (ms > NGX_INTEGRATIONS_REDIS_TIMEOUT_MAX) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "\"%V\" is over 60s: a request would "
+                                   "wait that long for a hung Redis",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
             }
 
             if (k == NGX_INTEGRATIONS_REDIS_P_TIMEOUT) {

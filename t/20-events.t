@@ -230,6 +230,10 @@ for my $bad ('page=abc', 'page=-1', 'page=1.5', 'page=', 'page=%201',
     is $j->{details}[0]{field}, $f, "... names $f";
 }
 
+($r, $j) = api('page=1' . ('0' x 18));
+is $r->{status}, 400, 'a page past 18 digits is 400';
+is $j->{details}[0]{message}, 'must be an integer from 1 to 999999999999999999',
+   '... saying the range';
 ($r, $j) = api('dateFrom=2026-05-01&dateTo=2026-04-01');
 is $r->{status}, 400, 'dateTo before dateFrom is 400';
 is $j->{details}[0]{field}, 'dateTo', '... names dateTo';

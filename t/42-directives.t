@@ -42,6 +42,14 @@ good('rate with window=', undef,
      'apikey on; apikey_rate_limit 10r/s window=10s bucket=x;');
 good('rate off', undef, 'apikey on; apikey_rate_limit off;');
 
+bad('redis timeout over a minute',
+    'integrations_redis 127.0.0.1:6379 timeout=100000d;', 'apikey on;',
+    qr/"timeout=100000d" is over 60s/);
+bad('redis connect_timeout over a minute',
+    'integrations_redis 127.0.0.1:6379 connect_timeout=2m;', 'apikey on;',
+    qr/"connect_timeout=2m" is over 60s/);
+good('redis timeout of a minute',
+     'integrations_redis 127.0.0.1:6379 timeout=60s;', 'apikey on;');
 bad('apikey maybe', undef, 'apikey maybe;', qr/invalid value "maybe"/);
 bad('apikey without integrations_redis', '', 'apikey on;',
     qr/requires "integrations_redis"/);
