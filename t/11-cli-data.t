@@ -458,6 +458,115 @@ is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
               '... every key of it is gone, category sets too');
 }
 
+# -- customFields not an object: refused by line, nothing written --------------
+{
+    my $ev = { kind => 'event', id => 90, slug => 'typed', title => 't',
+               starts => '2026-10-01T10:00:00Z' };
+    my $at = sub { { kind => 'attendee', event => 'typed', id => 1,
+                     name => 'n', createdTime => '2026-09-01T10:00:00Z',
+                     customFields => $_[0] } };
+    my ($rc, undef, $err) = $h->ctl_stdin(nd($ev, $at->('notobj'),
+                                             $at->([1])),
+                                          'data', 'import', '--org', 'typed',
+                                          '-');
+    is($rc, 1, 'customFields a string or an array: exit 1');
+    like($err, qr/line $_: "customFields" must be an object/,
+         "... said on line $_") for 2, 3;
+    is_deeply([ $h->redis('KEYS', '{o:typed}*') ], [], '... nothing written');
+    ($rc, undef, $err) = $h->ctl_stdin(nd($ev, $at->({}), $at->(undef)),
+                                       'data', 'import', '--org', 'typed', '-');
+    is($rc, 0, '... an object, or null: imported') or diag $err;
+}
+
+# -- renames inside one file are followed in the file's order -------------------
+{
+    my $ev = sub { { kind => 'event', id => $_[0], slug => $_[1], title => 't',
+                     starts => '2026-10-01T10:00:00Z' } };
+    my $at = sub { { kind => 'attendee', event => $_[0], id => $_[1],
+                     name => 'n', createdTime => '2026-09-01T10:00:00Z' } };
+    my $imp = sub { ($h->ctl_stdin(nd(@_), 'data', 'import', '--org', 'ren',
+                                   '-'))[0, 2] };
+    my ($rc, $err) = $imp->($ev->(1, 'y2024'), $ev->(2, 'other'));
+    is($rc, 0, 'renames: two events');
+    my $S = '{o:ren}:live';
+    my $before = join ',', sort $h->redis('KEYS', "$S*");
+    ($rc, $err) = $imp->($ev->(1, 'y2025'), $at->('y2024', 1));
+    is($rc, 1, 'an attendee naming the slug a line before renamed away: exit 1');
+    like($err, qr/line 2: unknown event "y2024" \(a line before gave its event another slug\)/,
+         '... saying so, by line');
+    is(join(',', sort $h->redis('KEYS', "$S*")), $before, '... nothing written');
+    is($h->redis('HGET', "$S:slugs", 'y2024'), $m->(1), '... the slug unchanged');
+
+    # a slug freed by a rename may go to another event further on
+    my @swap = ($ev->(1, 'y2025'), $ev->(2, 'y2024'), $at->('y2024', 5),
+                $at->('y2025', 6));
+    for my $run (1, 2) {
+        ($rc, $err) = $imp->(@swap);
+        is($rc, 0, "a slug renamed away, then given to another event: run $run")
+            or diag $err;
+    }
+    is($h->redis('HGET', "$S:slugs", 'y2024'), $m->(2), '... y2024 is event 2');
+    is($h->redis('HGET', "$S:slugs", 'y2025'), $m->(1), '... y2025 is event 1');
+    is($h->redis('HEXISTS', "$S:slugs", 'other'), 0, '... "other" is free');
+    is_deeply([ $h->redis('ZRANGE', "$S:ev:" . $m->(2) . ':att', 0, -1) ],
+              [ $m->(5) ], '... attendee 5 in event 2');
+    is_deeply([ $h->redis('ZRANGE', "$S:ev:" . $m->(1) . ':att', 0, -1) ],
+              [ $m->(6) ], '... attendee 6 in event 1');
+    # an event given a slug in Redis that a line before took: refused
+    ($rc, $err) = $imp->($ev->(3, 'y2025'));
+    is($rc, 1, 'a slug another event holds: exit 1');
+    like($err, qr/slug "y2025" belongs to another event/, '... saying so');
+}
+
+# -- an event deleted while its attendees are imported: none outlive it ----------
+{
+    my $n = 100_000;
+    my $file = $h->dir . '/race.ndjson';
+    my $R = '{o:race}:live:ev:' . $m->(800);
+    open my $fh, '>', $file or die;
+    print $fh $J->encode({ kind => 'event', id => 800, slug => 'race',
+                           title => 'r', starts => '2026-10-01T10:00:00Z' }),
+              "\n";
+    print $fh qq({"kind":"attendee","event":"race","id":$_,"name":"P$_",)
+            . qq("createdTime":"2026-09-01T10:00:00Z"}\n) for 1 .. $n;
+    close $fh;
+    my $cmd = $h->ctl_shell('data', 'import', '--org', 'race', $file);
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        exec 'sh', '-c', "$cmd >/dev/null 2>'$file.err'";
+    }
+    # delete once the first attendees are in, before the last are
+    my $seen = 0;
+    for (1 .. 600) {
+        $seen = $h->redis('ZCARD', "$R:att") and last;
+        select(undef, undef, undef, 0.01);
+    }
+    my ($rc) = $h->ctl('data', 'delete', '--org', 'race', '--event', 'race');
+    waitpid $pid, 0;
+    my $irc = $? >> 8;
+    my $err = Harness::_slurp("$file.err");
+    is($rc, 0, 'data delete while its attendees are imported: exit 0');
+    is_deeply([ grep { /^\{o:race\}:live:ev:/ } $h->redis('KEYS', '*') ], [],
+              '... and no key of the event is left once the import ends');
+    SKIP: {
+        skip 'the import ended before the delete', 3 if $irc == 0;
+        is($irc, 2, 'the import stops: exit 2');
+        like($err, qr/line \d+: Redis: its event was deleted during the import/,
+             '... naming the first line refused and why');
+        like($err, qr/import stopped at line \d+: its event was deleted/,
+             '... and what became of the lines');
+    }
+    ok($seen > 0 && $seen < $n, 'the delete came while the import ran')
+        or diag "attendees seen before the delete: $seen";
+    my ($rc2) = $h->ctl_stdin(nd({ kind => 'event', id => 800, slug => 'race',
+                                   title => 'r',
+                                   starts => '2026-10-01T10:00:00Z' }),
+                              'data', 'import', '--org', 'race', '-');
+    is($rc2, 0, 'the event imported again');
+    is($h->redis('ZCARD', "$R:att"), 0,
+       'an event made again with the id has none of the old attendees');
+}
+
 # -- streaming: memory stays flat on a large file ---------------------------------
 {
     my $n = 200_000;

@@ -249,13 +249,18 @@ ICTL_BUMP_VERSION("D")
 
 /*
  * E (KEYS[2]: its D): upsert an attendee, moving it between indexes;
- * ARGV[9]: where its "updated" is to be stamped, or "0"
+ * ARGV[9]: where its "updated" is to be stamped, or "0". An event
+ * deleted since the import checked its lines takes no more attendees:
+ * they would outlive it, and come back with an event of the same id.
  */
 static const char  ictl_attendee_lua[] =
 ICTL_STAMP
 "local E, m, ct = KEYS[1], ARGV[1], ARGV[2]\n"
 "local item, upd = ARGV[3], ARGV[8]\n"
 ICTL_SCORES("ct", "ARGV[9] ~= '0' or tonumber(upd)")
+"if redis.call('EXISTS', E) == 0 then\n"
+"  return redis.error_reply('its event was deleted during the import')\n"
+"end\n"
 "if ARGV[9] ~= '0' then\n"
 "  local iso\n"
 "  iso, upd = stamp()\n"
@@ -1995,8 +2000,11 @@ typedef struct {
     const char  *org;
     const char  *env;
     char         D[256];
-    json_t      *slugs;      /* slug -> padded id, this file and Redis */
+    json_t      *slugs;      /* slug -> padded id, this file so far; null:
+                                renamed away by a line before */
+    json_t      *ids;        /* padded id -> its slug, this file so far */
     json_t      *redis_ids;  /* slug -> id known in Redis, or null */
+    json_t      *redis_slugs;   /* padded id -> its slug in Redis, or null */
     long         line;
     int          errors;        /* messages */
     long         bad_lines;
@@ -2101,14 +2109,15 @@ ictl_text_ok(ictl_import_t *im, json_t *obj, const char *f)
 }
 
 
-/* the event id a slug maps to in Redis (cached), or NULL */
+/* HGET D<hash> field, cached in cache under name: the value, or NULL */
 static const char *
-ictl_redis_slug(ictl_import_t *im, const char *slug)
+ictl_redis_cached(ictl_import_t *im, json_t *cache, const char *name,
+    const char *hash, const char *field)
 {
     json_t      *v;
     redisReply  *r;
 
-    v = json_object_get(im->redis_ids, slug);
+    v = json_object_get(cache, name);
     if (v) {
         return json_is_string(v) ? json_string_value(v) : NULL;
     }
@@ -2117,24 +2126,79 @@ ictl_redis_slug(ictl_import_t *im, const char *slug)
         return NULL;
     }
 
-    r = ictl_check(im->ctx, redisCommand(im->ctx->rc, "HGET %s:slugs %s",
-                                         im->D, slug), "HGET");
+    r = ictl_check(im->ctx, redisCommand(im->ctx->rc, "HGET %s%s %s", im->D,
+                                         hash, field), "HGET");
     if (r == NULL) {
         im->redis_failed = 1;
         return NULL;
     }
 
-    if (r->type == REDIS_REPLY_STRING) {
-        json_object_set_new(im->redis_ids, slug, json_string(r->str));
-    } else {
-        json_object_set_new(im->redis_ids, slug, json_null());
-    }
-
+    json_object_set_new(cache, name,
+                        r->type == REDIS_REPLY_STRING ? json_string(r->str)
+                                                      : json_null());
     freeReplyObject(r);
 
-    v = json_object_get(im->redis_ids, slug);
+    v = json_object_get(cache, name);
 
     return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+
+/* the event id a slug maps to in Redis (cached), or NULL */
+static const char *
+ictl_redis_slug(ictl_import_t *im, const char *slug)
+{
+    return ictl_redis_cached(im, im->redis_ids, slug, ":slugs", slug);
+}
+
+
+/* the slug an event id has in Redis (cached), or NULL */
+static const char *
+ictl_redis_slug_of(ictl_import_t *im, const char *pad)
+{
+    char  hash[64];
+
+    snprintf(hash, sizeof(hash), ":ev:%s", pad);
+
+    return ictl_redis_cached(im, im->redis_slugs, pad, hash, "slug");
+}
+
+
+/*
+ * An event line gives its id the slug: the slug it had (earlier in the
+ * file, or in Redis) is free from here on, as the script frees it, so
+ * both passes see the file's renames in its order.
+ */
+static void
+ictl_slug_move(ictl_import_t *im, const char *pad, const char *slug)
+{
+    json_t      *v;
+    const char  *old;
+
+    v = json_object_get(im->ids, pad);
+    old = v ? json_string_value(v) : ictl_redis_slug_of(im, pad);
+
+    if (old && strcmp(old, slug) != 0) {
+        json_object_set_new(im->slugs, old, json_null());
+    }
+
+    json_object_set_new(im->ids, pad, json_string(slug));
+    json_object_set_new(im->slugs, slug, json_string(pad));
+}
+
+
+/* the padded id a slug names at this line: this file's, else Redis's */
+static const char *
+ictl_slug_id(ictl_import_t *im, const char *slug)
+{
+    json_t  *v;
+
+    v = json_object_get(im->slugs, slug);
+    if (v) {
+        return json_string_value(v);  /* NULL: renamed away */
+    }
+
+    return ictl_redis_slug(im, slug);
 }
 
 
@@ -2152,12 +2216,14 @@ ictl_event_of(ictl_import_t *im, json_t *obj)
 
     slug = json_string_value(ev);
     v = json_object_get(im->slugs, slug);
-    if (v) {
-        return json_string_value(v);
+    if (v && json_is_null(v)) {
+        ictl_bad(im, "unknown event \"%s\" (a line before gave its event "
+                 "another slug)", slug);
+        return NULL;
     }
 
-    if (ictl_redis_slug(im, slug)) {
-        return ictl_redis_slug(im, slug);
+    if (ictl_slug_id(im, slug)) {
+        return ictl_slug_id(im, slug);
     }
 
     if (im->redis_failed) {
@@ -2232,17 +2298,14 @@ ictl_validate(ictl_import_t *im, json_t *obj)
             ictl_bad(im, "\"categoryFields\" must be an array");
         }
 
-        known = json_string_value(json_object_get(im->slugs, slug));
-        if (known == NULL) {
-            known = ictl_redis_slug(im, slug);
-        }
+        known = ictl_slug_id(im, slug);
 
         if (known && strcmp(known, pad) != 0) {
             ictl_bad(im, "slug \"%s\" belongs to another event", slug);
             return;
         }
 
-        json_object_set_new(im->slugs, slug, json_string(pad));
+        ictl_slug_move(im, pad, slug);
         return;
     }
 
@@ -2261,6 +2324,15 @@ ictl_validate(ictl_import_t *im, json_t *obj)
         ictl_text_ok(im, obj, "email");
         ictl_text_ok(im, obj, "phone");
         ictl_text_ok(im, obj, "reference");
+
+        /*
+         * labelled by the event's descriptors, name by name; the other
+         * fields (amount, paid, ...) are served as the source gave them
+         */
+        v = json_object_get(obj, "customFields");
+        if (v && !json_is_object(v) && !json_is_null(v)) {
+            ictl_bad(im, "\"customFields\" must be an object");
+        }
 
         v = json_object_get(obj, "promo");
         if (v && !json_is_boolean(v) && !json_is_null(v)) {
@@ -2342,6 +2414,7 @@ typedef struct {
     long         lines[ICTL_BATCH]; /* the line of each command in flight */
     char         deletes[ICTL_BATCH];  /* ... and whether it deletes */
     long         failed;            /* the first line Redis refused, or 0 */
+    int          gone;              /* ... as its event was deleted */
     long         last;              /* the last line whose reply was read */
     long         deletions;         /* attendees deleted that were there */
 } ictl_pipe_t;
@@ -2372,6 +2445,8 @@ ictl_drain(ictl_import_t *im, ictl_pipe_t *pp)
             if (pp->failed == 0) {
                 ictl_error("line %ld: Redis: %s", line, r->str);
                 pp->failed = line;
+                pp->gone = (strstr(r->str, "deleted during the import")
+                            != NULL);
             }
             rc = ICTL_REDIS;
 
@@ -2464,6 +2539,8 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
         snprintf(pad, sizeof(pad), "%020lld",
                  (long long) json_integer_value(json_object_get(obj, "id")));
 
+        ictl_slug_move(im, pad, ictl_str(obj, "slug"));
+
         item = ictl_object(obj, ictl_event_fields, 1);
         rc = stamp ? ictl_stamp_at(item, 1, at_item) : ICTL_OK;
         if (rc != ICTL_OK) {
@@ -2550,11 +2627,8 @@ ictl_apply(ictl_import_t *im, ictl_pipe_t *pp, json_t *obj)
         im->events++;
 
     } else {
-        id = json_string_value(json_object_get(im->slugs,
-                                               ictl_str(obj, "event")));
-        if (id == NULL) {
-            id = ictl_redis_slug(im, ictl_str(obj, "event"));
-        }
+        /* checked in the first pass: the slug names an event here */
+        id = ictl_slug_id(im, ictl_str(obj, "event"));
 
         snprintf(E, sizeof(E), "%s:ev:%s", im->D, id);
         snprintf(pad, sizeof(pad), "%020lld",
@@ -2794,7 +2868,13 @@ ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
         }
     }
 
-    if (pp && pp->failed) {
+    if (pp && pp->failed && pp->gone) {
+        ictl_error("import stopped at line %ld: its event was deleted "
+                   "(data delete) while the import ran; the attendees "
+                   "written before went with it, the rest are not "
+                   "written", pp->failed);
+
+    } else if (pp && pp->failed) {
         ictl_error("import stopped at line %ld: the lines before it are "
                    "written, it is not, and those sent with it (to line "
                    "%ld) may be; each line is written whole or not at all, "
@@ -2855,7 +2935,9 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
     im.env = env;
     snprintf(im.D, sizeof(im.D), "%s{o:%s}:%s", ctx->prefix, org, env);
     im.slugs = json_object();
+    im.ids = json_object();
     im.redis_ids = json_object();
+    im.redis_slugs = json_object();
     t0 = ictl_now();
 
     in = stdin;
@@ -2941,6 +3023,10 @@ ictl_data_import(ictl_t *ctx, const char *org, const char *env,
         goto done;
     }
 
+    /* the writes follow the file's renames again, line by line */
+    json_object_clear(im.slugs);
+    json_object_clear(im.ids);
+
     rc = ictl_pass(&im, f, &pp);
 
     if (rc == ICTL_OK) {
@@ -2958,7 +3044,9 @@ done:
         fclose(in);
     }
     json_decref(im.slugs);
+    json_decref(im.ids);
     json_decref(im.redis_ids);
+    json_decref(im.redis_slugs);
 
     return rc;
 }
