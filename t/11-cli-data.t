@@ -537,7 +537,7 @@ is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
     }
     # delete once the first attendees are in, before the last are
     my $seen = 0;
-    for (1 .. 600) {
+    for (1 .. 6000) {
         $seen = $h->redis('ZCARD', "$R:att") and last;
         select(undef, undef, undef, 0.01);
     }
