@@ -201,6 +201,7 @@ static char *ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_apikey_redis_failure(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_apikey_init(ngx_conf_t *cf);
+static ngx_uint_t ngx_http_apikey_nested_on(ngx_http_core_loc_conf_t *clcf);
 
 
 /*
@@ -2032,6 +2033,41 @@ ngx_http_apikey_create_loc_conf(ngx_conf_t *cf)
 }
 
 
+/*
+ * Some location nested in clcf, at any depth, says "apikey on" (read at
+ * clcf's merge: the nested ones are merged after it, and the queue is
+ * not yet split into trees).
+ */
+
+static ngx_uint_t
+ngx_http_apikey_nested_on(ngx_http_core_loc_conf_t *clcf)
+{
+    ngx_queue_t                 *q;
+    ngx_http_core_loc_conf_t    *nested;
+    ngx_http_location_queue_t   *lq;
+    ngx_http_apikey_loc_conf_t  *alcf;
+
+    if (clcf->locations == NULL) {
+        return 0;
+    }
+
+    for (q = ngx_queue_head(clcf->locations);
+         q != ngx_queue_sentinel(clcf->locations);
+         q = ngx_queue_next(q))
+    {
+        lq = (ngx_http_location_queue_t *) q;
+        nested = lq->exact ? lq->exact : lq->inclusive;
+        alcf = nested->loc_conf[ngx_http_apikey_module.ctx_index];
+
+        if (alcf->enable == 1 || ngx_http_apikey_nested_on(nested)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static char *
 ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
@@ -2071,8 +2107,8 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             return NGX_CONF_ERROR;
         }
 
-        /* set for the locations inside, which may turn it on */
-        if (conf->set_line && clcf->locations == NULL) {
+        /* set for the locations inside, which turn it on */
+        if (conf->set_line && !ngx_http_apikey_nested_on(clcf)) {
             ngx_log_error(NGX_LOG_WARN, cf->log, 0,
                           "\"%s\" has no effect where \"apikey\" is off "
                           "in %V:%ui", conf->set_name, &conf->set_file,

@@ -250,6 +250,7 @@ static void ngx_http_integrations_invalid(ngx_http_integrations_query_t *q,
 static ngx_int_t ngx_http_integrations_search(ngx_pool_t *pool,
     ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v);
+static ngx_uint_t ngx_http_integrations_escapes_ok(ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_bool(ngx_str_t *s);
 static ngx_int_t ngx_http_integrations_time(ngx_pool_t *pool, ngx_str_t *s,
     ngx_uint_t end_of_day, ngx_str_t *score, int64_t *sec, int64_t *nsec);
@@ -2465,7 +2466,7 @@ static ngx_int_t
 ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
     ngx_uint_t def, ngx_uint_t max, ngx_http_integrations_query_t *q)
 {
-    u_char      *p, *end, *amp, *eq, *d, *s, nbuf[32];
+    u_char      *p, *end, *amp, *eq, *d, *s, nbuf[64];
     uint64_t     n;
     ngx_int_t    b, rc;
     ngx_str_t   *v, name;
@@ -2487,10 +2488,19 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
         name.data = p;
         name.len = (eq ? eq : amp) - p;
 
-        /* a client may escape a name as it escapes values: page%5Fsize */
-        if (name.len < sizeof(nbuf)
-            && ngx_strlchr(name.data, name.data + name.len, '%') != NULL)
-        {
+        /*
+         * a client may escape a name as it escapes values (page%5Fsize);
+         * a name with a broken escape matches none, as nginx would drop
+         * the stray "%"
+         */
+        if (ngx_strlchr(name.data, name.data + name.len, '%') != NULL) {
+            if (name.len >= sizeof(nbuf)
+                || !ngx_http_integrations_escapes_ok(&name))
+            {
+                p = amp + 1;
+                continue;
+            }
+
             d = nbuf;
             s = name.data;
             ngx_unescape_uri(&d, &s, name.len, 0);
@@ -2772,6 +2782,26 @@ ngx_http_integrations_uint(ngx_str_t *s, uint64_t *v)
     }
 
     return NGX_OK;
+}
+
+
+/* every "%" of s is followed by two hex digits */
+
+static ngx_uint_t
+ngx_http_integrations_escapes_ok(ngx_str_t *s)
+{
+    size_t  i;
+
+    for (i = 0; i < s->len; i++) {
+        if (s->data[i] == '%'
+            && (i + 2 >= s->len
+                || ngx_hextoi(&s->data[i + 1], 2) == NGX_ERROR))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
 }
 
 

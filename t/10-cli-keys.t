@@ -204,6 +204,31 @@ EOF2
     is(call($new->{key}), 401, 'grace 0: the old key stops at once');
 }
 
+# -- two rotations of one key at once: one successor ---------------------------
+{
+    my $both = 0;
+    for my $round (1 .. 8) {
+        my (undef, $k) = create('--org', 'race2', '--name', "r$round");
+        my $res = $h->parallel(2, 2, sub {
+            my ($rc) = $h->ctl('keys', 'rotate', '--org', 'race2', $k->{id},
+                               '--grace', '1h', '--json');
+            return $rc;
+        });
+        my @rc = sort map { $_ } @$res;
+        $both++ if "@rc" eq '0 0';
+        my @succ = grep { $_ ne $k->{id} } $h->redis('ZRANGE',
+                                                      '{o:race2}:keys', 0, -1);
+        my $named = $h->redis('HGET', "{k:$k->{id}}", 'successor');
+        my @made = grep { ($h->redis('HGET', "{k:$_}", 'name'))[0] eq "r$round" }
+                   @succ;
+        is(scalar @made, 1, "round $round: one successor made")
+            or diag "exit codes @rc";
+        is($named, $made[0], "round $round: ... and the old key names it");
+        $h->ctl('keys', 'revoke', '--org', 'race2', $_) for $k->{id}, @made;
+    }
+    is($both, 0, 'two rotations at once never both succeed');
+}
+
 # -- rotate keeps the key's life, takes only --grace ---------------------------
 {
     my ($r, $old) = create('--org', 'rot2', '--name', 'dated',

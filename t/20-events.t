@@ -196,6 +196,13 @@ is $j->{pageSize}, 4, 'a %-escaped name: page%5Fsize is page_size';
 is $j->{page}, 2, '... and %70age is page';
 ($r, $j) = api('page%5fsize%3D4');
 is $j->{pageSize}, 50, 'an escaped "=" is part of the name, not a value';
+($r, $j) = api('%page_size=3&page_size%=3&page_siz%e=3');
+is $r->{status}, 200, 'names with broken escapes: ignored';
+is $j->{pageSize}, 50, '... none of them is page_size';
+($r, $j) = api(join('', map { sprintf '%%%02X', ord } split //, 'updated_since')
+               . '=garbage');
+is $r->{status}, 400, 'a name escaped whole (39 bytes) is still read';
+is $j->{details}[0]{field}, 'updated_since', '... as updated_since';
 ($r, $j) = api('Page=2&foo=bar&page_size=abc_ignored_no&x');
 is $r->{status}, 400, 'page_size=abc... is invalid (name matched)';
 ($r, $j) = api('foo=bar&PAGE=7&pageSize=1&x&=&&');

@@ -164,6 +164,21 @@ warns('rate limit under apikey off', 'apikey off; apikey_rate_limit 1r/m;',
     unlike($out, qr/\[warn\].*has no effect/,
            '... without a warning (the nested location uses it)');
 }
+for my $inner ('location /in/ { return 204; }', 'if ($arg_a) { return 204; }',
+               'location /in/ { location /in/deep/ { apikey on; '
+               . 'integrations_events; } }') {
+    my $keyed = $inner =~ /apikey on/;
+    my ($rc, $out) = $h->nginx_test(conf(undef,
+        "apikey_scope events:read;\n        $inner"));
+    is($rc, 0, "scope above \"$inner\": passes") or diag $out;
+    if ($keyed) {
+        unlike($out, qr/\[warn\].*has no effect/,
+               '... without a warning (a location deeper turns it on)');
+    } else {
+        like($out, qr/\[warn\].*"apikey_scope" has no effect/,
+             '... with the warning (nothing inside turns apikey on)');
+    }
+}
 {
     my ($rc, $out) = $h->nginx_test(conf(undef,
         'apikey on; apikey_scope events:read; apikey_rate_limit 1r/m;'));

@@ -79,6 +79,16 @@ static const char  ictl_unreserve_lua[] =
 "if ARGV[2] then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2]) end\n"
 "return 1\n";
 
+/*
+ * {k:<id>}: set the key's successor to ARGV[2] only if it is still
+ * ARGV[1] ("": none), so that of two rotations at once one goes on
+ */
+static const char  ictl_successor_lua[] =
+"local s = redis.call('HGET', KEYS[1], 'successor') or ''\n"
+"if s ~= ARGV[1] then return 0 end\n"
+"redis.call('HSET', KEYS[1], 'successor', ARGV[2])\n"
+"return 1\n";
+
 /* {k:<id>}: write the record only if the id is new */
 static const char  ictl_record_lua[] =
 "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
@@ -1274,9 +1284,11 @@ ictl_unreserve(ictl_t *ctx, const char *active, const char *all,
     r = ictl_eval(ctx, ictl_unreserve_lua, o->replace ? 6 : 4, argv);
     if (r == NULL) {
         if (o->replace) {
-            ictl_error("key %s holds the slot of key %s of organization "
-                       "%s, which is still active: revoke %s, then %s",
-                       id, o->replace, o->org, id, o->replace);
+            /* the old key is still the one in use: never say revoke it */
+            ictl_error("key %s still works, but Redis may not have given "
+                       "it back its slot under organization %s's cap; if "
+                       "keys list shows key %s, revoke %s", o->replace,
+                       o->org, id, id);
 
         } else {
             ictl_error("key %s holds a slot of organization %s: revoke it",
@@ -1813,13 +1825,43 @@ ictl_keys_revoke(ictl_t *ctx, const char *org, const char *id)
 }
 
 
+/*
+ * The successor of the key of record rec: from, if it is still that, to
+ * to; ICTL_BAD_INPUT (unsaid) if it is not.
+ */
+static int
+ictl_successor(ictl_t *ctx, const char *rec, const char *from,
+    const char *to)
+{
+    int          rc;
+    const char  *argv[4];
+    redisReply  *r;
+
+    argv[0] = "1";
+    argv[1] = rec;
+    argv[2] = from;
+    argv[3] = to;
+
+    r = ictl_eval(ctx, ictl_successor_lua, 4, argv);
+    if (r == NULL) {
+        return ICTL_REDIS;
+    }
+
+    rc = (r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+
+    return rc ? ICTL_OK : ICTL_BAD_INPUT;
+}
+
+
 static int
 ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     const char *grace)
 {
     int              rc;
     char            *scopes, *p, exp_s[32], old_s[32], score[32],
-                     new_id[NGX_INTEGRATIONS_KEY_ID_LEN + 1];
+                     new_id[NGX_INTEGRATIONS_KEY_ID_LEN + 1], seen[64],
+                     mark[32], rec[160];
     time_t           now, old_exp, new_exp;
     uint64_t         ms;
     redisReply      *h, *r;
@@ -1848,11 +1890,25 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
         return ICTL_BAD_INPUT;
     }
 
-    /* a key in its grace period already has a successor: one is enough */
+    now = time(NULL);
+
+    /*
+     * A key in its grace period already has a successor: one is enough.
+     * "~<time>" marks a rotation under way (one cut short is stale after
+     * a minute).
+     */
     f = ictl_field_of(h, "successor");
-    if (f && *f) {
+    snprintf(seen, sizeof(seen), "%s", f ? f : "");
+
+    if (seen[0] == '~' && now - atol(seen + 1) < 60) {
+        ictl_error("key %s is being rotated by another command", id);
+        freeReplyObject(h);
+        return ICTL_BAD_INPUT;
+    }
+
+    if (seen[0] && seen[0] != '~') {
         r = ictl_check(ctx, redisCommand(ctx->rc, "HGET %s{k:%s} status",
-                                         ctx->prefix, f), "HGET");
+                                         ctx->prefix, seen), "HGET");
         if (r == NULL) {
             freeReplyObject(h);
             return ICTL_REDIS;
@@ -1863,7 +1919,7 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
 
         if (rc) {
             ictl_error("key %s was rotated to %s already: rotate %s, or "
-                       "revoke %s now", id, f, f, id);
+                       "revoke %s now", id, seen, seen, id);
             freeReplyObject(h);
             return ICTL_BAD_INPUT;
         }
@@ -1871,7 +1927,6 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
 
     f = ictl_field_of(h, "expires");
     old_exp = f ? atol(f) : 0;
-    now = time(NULL);
 
     if (old_exp && old_exp <= now) {
         ictl_error("key %s has expired", id);
@@ -1923,27 +1978,40 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
         n.replace_score = old_exp ? score : "+inf";
     }
 
-    rc = ictl_keys_create(ctx, &n, new_id);
+    snprintf(rec, sizeof(rec), "%s{k:%s}", ctx->prefix, id);
+    snprintf(mark, sizeof(mark), "~%ld", (long) now);
+    rc = ictl_successor(ctx, rec, seen, mark);
+
+    if (rc == ICTL_BAD_INPUT) {
+        ictl_error("key %s is being rotated by another command", id);
+
+    } else if (rc == ICTL_OK) {
+        rc = ictl_keys_create(ctx, &n, new_id);
+
+        if (rc != ICTL_OK) {
+            ictl_successor(ctx, rec, mark, seen);
+        }
+    }
 
     free(scopes);
     freeReplyObject(h);
 
-    if (ms == 0) {
-        if (rc != ICTL_OK) {
-            return rc;
-        }
-
+    if (rc == ICTL_OK && ms == 0) {
         rc = ictl_revoke(ctx, o->org, id);
         if (rc != ICTL_OK) {
             /* the old key has no slot now, but its record may be active */
             ictl_error("key %s replaces key %s, which is not revoked: "
                        "revoke %s", new_id, id, id);
+            return rc;
         }
-        return rc;
+
+        /* only says what replaced it: the rotation is done either way */
+        (void) ictl_successor(ctx, rec, mark, new_id);
+        return ICTL_OK;
     }
 
     if (rc != ICTL_OK) {
-        if (ctx->at_cap) {
+        if (ctx->at_cap && ms != 0) {
             ictl_error("rotate with --grace 0, or revoke a key first");
         }
         return rc;
