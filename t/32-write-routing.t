@@ -23,8 +23,17 @@ server {
             if ($request_method = POST) {
                 rewrite ^ /_writes/event-create last;
             }
+            if ($request_method !~ ^(GET|HEAD)$) {
+                rewrite ^ /_errors/events-method last;
+            }
             integrations_events;
         }
+    }
+    location = /_errors/events-method {
+        internal;
+        default_type application/json;
+        add_header Allow "GET, HEAD, POST, OPTIONS" always;
+        return 405 '{"error":"Method not allowed"}\n';
     }
     location /_writes/ {
         internal;
@@ -66,6 +75,17 @@ is_deeply($h->json($r), { created => JSON::PP::true(), org => 'acme',
 is($h->redis('LLEN', "{k:$rwid}:log:events"), 2,
    'two requests, two admissions: the redirect did not count twice');
 is($r->{headers}{'ratelimit-remaining'}, 98, 'RateLimit headers on the write');
+
+$r = $h->request('HEAD', '/v2/integrations/events', { 'X-Api-Key' => $rw });
+is($r->{status}, 200, 'HEAD served from Redis too');
+
+for my $m ('DELETE', 'PUT', 'PATCH') {
+    $r = $h->request($m, '/v2/integrations/events', { 'X-Api-Key' => $rw },
+                     $body);
+    is($r->{status}, 405, "$m: 405");
+    is($r->{headers}{allow}, 'GET, HEAD, POST, OPTIONS',
+       '... whose Allow names the write as well');
+}
 
 $r = $h->request('POST', '/v2/integrations/events', { 'X-Api-Key' => $ro,
                  'Content-Type' => 'application/json' }, $body);

@@ -160,9 +160,23 @@ is($r->{status}, 405, 'check-in with another method: 405');
 is($r->{headers}{allow}, 'PUT, OPTIONS', 'Allow');
 is_deeply($h->json($r), { error => 'Method not allowed' }, 'JSON 405');
 
-$r = $h->request('PUT', '/v2/integrations/events/comedy-night',
-                 { %json, 'X-Api-Key' => $rw }, '{}');
-is($r->{status}, 405, 'PUT on an event: the read handler refuses it');
+# a 405's Allow names every method the URL serves, writes included
+for my $c (['PUT', '/v2/integrations/events/comedy-night',
+            'GET, HEAD, PATCH, OPTIONS'],
+           ['POST', '/v2/integrations/events/comedy-night',
+            'GET, HEAD, PATCH, OPTIONS'],
+           ['DELETE', '/v2/integrations/events', 'GET, HEAD, POST, OPTIONS'],
+           ['PUT', '/v2/integrations/events', 'GET, HEAD, POST, OPTIONS'],
+           ['OPTIONS', '/v2/integrations/events', 'GET, HEAD, POST, OPTIONS'])
+{
+    my ($m, $path, $allow) = @$c;
+    $r = $h->request($m, $path, { %json, 'X-Api-Key' => $rw }, '{}');
+    is($r->{status}, 405, "$m $path: 405");
+    is($r->{headers}{allow}, $allow, "... Allow: $allow");
+    is_deeply($h->json($r), { error => 'Method not allowed' }, '... JSON');
+    ok(!exists $r->{headers}{'ratelimit-remaining'},
+       '... and no allowance spent on it');
+}
 
 $r = $h->get('/_writes/event-create', { 'X-Api-Key' => $rw });
 is($r->{status}, 404, 'the internal locations are not reachable');
