@@ -1022,12 +1022,15 @@ ngx_integrations_cors_preflight(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    allow.data = ngx_pnalloc(r->pool, keys.len + sizeof("Content-Type, "));
+    /* If-None-Match: a browser revalidates the ETag the API sends */
+    allow.data = ngx_pnalloc(r->pool, keys.len
+                             + sizeof("Content-Type, If-None-Match, "));
     if (allow.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    p = ngx_cpymem(allow.data, "Content-Type", sizeof("Content-Type") - 1);
+    p = ngx_cpymem(allow.data, "Content-Type, If-None-Match",
+                   sizeof("Content-Type, If-None-Match") - 1);
 
     if (keys.len) {
         p = ngx_cpymem(p, ", ", 2);

@@ -53,7 +53,7 @@ is($r->{headers}{'access-control-allow-origin'}, '*', 'Allow-Origin');
 is($r->{headers}{'access-control-allow-methods'},
    'GET, POST, PATCH, PUT, OPTIONS', 'Allow-Methods');
 is($r->{headers}{'access-control-allow-headers'},
-   'Content-Type, Authorization, x-api-key',
+   'Content-Type, If-None-Match, Authorization, x-api-key',
    'Allow-Headers lists every configured key header');
 is($r->{headers}{'access-control-max-age'}, 86400, 'Max-Age');
 is($r->{content} // '', '', 'no body');
@@ -94,7 +94,7 @@ is($r->{status}, 401, 'OPTIONS without Origin: not a preflight');
 $r = $h->request('OPTIONS', '/defaults/x', \%pre);
 is($r->{status}, 204, 'preflight, default key headers');
 is($r->{headers}{'access-control-allow-headers'},
-   'Content-Type, Authorization, X-Api-Key, api-key',
+   'Content-Type, If-None-Match, Authorization, X-Api-Key, api-key',
    'Allow-Headers: Content-Type and the three default key headers');
 $r = $h->request('OPTIONS', '/defaults/off/x', \%pre);
 is($r->{status}, 401, 'integrations_cors off in a nested location');

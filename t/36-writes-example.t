@@ -193,7 +193,7 @@ for my $path ('/v2/integrations/events', '/v2/integrations/events/x',
         'Access-Control-Request-Headers' => 'content-type, x-api-key' });
     is($r->{status}, 204, "preflight $path: 204 without a key");
     is($r->{headers}{'access-control-allow-headers'},
-       'Content-Type, Authorization, X-Api-Key, api-key',
+       'Content-Type, If-None-Match, Authorization, X-Api-Key, api-key',
        "preflight $path: the key headers");
     is($r->{headers}{'access-control-allow-methods'},
        'GET, POST, PATCH, PUT, OPTIONS', "preflight $path: methods");
