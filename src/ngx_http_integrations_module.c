@@ -218,6 +218,23 @@ ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_integrations_loc_conf_t *prev = parent;
     ngx_http_integrations_loc_conf_t *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
+
+    /*
+     * an "if" (or "limit_except") block runs its location's content
+     * handler with the block's own confs: it needs the handler's
+     */
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->noname && conf->handler == 0 && !conf->status) {
+        conf->handler = prev->handler;
+        conf->handler_name = prev->handler_name;
+        conf->handler_file = prev->handler_file;
+        conf->handler_line = prev->handler_line;
+        conf->status = prev->status;
+        conf->event = prev->event;
+    }
+
     ngx_conf_merge_uint_value(conf->validate, prev->validate,
                               NGX_INTEGRATIONS_VALIDATE_NONE);
     ngx_conf_merge_value(conf->cors, prev->cors, 0);

@@ -73,6 +73,10 @@ is $r->{status}, 200, 'detail by id';
 is $r->{content}, $body, '... the same body';
 is $r->{headers}{etag}, $h->get('/v2/integrations/events/comedy-night',
     { 'X-Api-Key' => $key })->{headers}{etag}, '... the same ETag';
+($r, $j) = api('/events/comedy-night?debug=1');
+is $r->{status}, 200, 'the location\'s "if" matching: still the detail';
+is $r->{content}, $body, '... the same body (the handler and its $ev kept)';
+is $r->{headers}{'x-debug'}, 1, '... and the if block\'s header';
 ($r, $j) = api('/events/bare');
 is_deeply $j->{ticketTypes}, [], 'no ticket types: []';
 ($r, $j) = api('/events/12345678901234567');

@@ -410,6 +410,13 @@ server {
         apikey on;
         rewrite ^ /hidden/ last;
     }
+    location /if/ {
+        apikey on;
+        if ($http_x_debug) {
+            add_header X-Debug 1;
+        }
+        integrations_whoami;
+    }
 }
 EOF
     my ($k, $kid) = make_key($h, org => 'named');
@@ -431,6 +438,16 @@ EOF
          '... as JSON');
     like($n3->error_log, qr/no API key identity in this location/,
          '... and the error log says why');
+    # an "if" that matches runs the handler with the if block's confs
+    for my $debug (0, 1) {
+        $res = $n3->get('/if/x', { 'X-Api-Key' => $k,
+                                   $debug ? ('X-Debug' => 1) : () });
+        is($res->{status}, 200, "a location's if, matching: $debug: 200")
+            or diag $res->{content};
+        is(eval { $h->json($res)->{keyId} }, $kid, '... the handler\'s answer');
+        is($res->{headers}{'x-debug'}, $debug ? 1 : undef,
+           '... and the if block\'s own directives apply');
+    }
 }
 
 # -- Redis down, hung, restarted ---------------------------------------------

@@ -304,6 +304,10 @@ server {
         $rate
         location = /v2/integrations/events { integrations_events; }
         location ~ ^/v2/integrations/events/(?<ev>[^/]+)\$ {
+            # t/22: an "if" that matches keeps the handler and its \$ev
+            if (\$arg_debug) {
+                add_header X-Debug 1;
+            }
             integrations_event \$ev;
         }
         location ~ ^/v2/integrations/events/(?<ev>[^/]+)/attendees\$ {
