@@ -1291,7 +1291,7 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
 {
     ngx_queue_t                       *q;
     ngx_integrations_redis_cmd_t      *cmd;
-    ngx_integrations_redis_pending_t  *p;
+    ngx_integrations_redis_pending_t  *p, *next;
 
     ngx_integrations_stat(redis_replies);
 
@@ -1323,7 +1323,19 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
             return;
         }
 
-        rc->backoff = 0;
+        /*
+         * only the handshake's last reply proves the connection good: an
+         * AUTH that passed before a SELECT that fails must not reset it
+         */
+        next = ngx_queue_empty(&rc->pending)
+               ? NULL
+               : ngx_queue_data(ngx_queue_head(&rc->pending),
+                                ngx_integrations_redis_pending_t, queue);
+
+        if (next == NULL || next->kind == NGX_INTEGRATIONS_REDIS_USER) {
+            rc->backoff = 0;
+        }
+
         return;
     }
 

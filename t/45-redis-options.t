@@ -108,6 +108,25 @@ my ($key, $id) = make_key(DB3->new($h), org => 'acme',
     unlike($h->error_log, qr/s3cret|wrong pass/, 'the password is not logged');
 }
 
+# -- AUTH passes, SELECT fails: still backing off, not ~10 tries a second -----
+{
+    my $n2 = $h->nginx2(<<'EOF', workers => 1);
+integrations_redis unix:%%REDIS_SOCK%% "password=s3cret pass" db=20
+                   timeout=300ms;
+server {
+    listen 127.0.0.1:%%PORT%%;
+    location / { apikey on; proxy_pass http://127.0.0.1:%%PORT2%%; }
+}
+EOF
+    sleep 3;
+    my $tries = () = $n2->error_log =~ /SELECT failed/g;
+    ok($tries >= 1, 'a database Redis refuses: SELECT failed is logged');
+    # backoff 100 ms doubling to 2 s, with jitter: 4-7 tries in 3 s; with
+    # the backoff reset by each AUTH, some 30
+    ok($tries <= 10, 'and retried with backoff after each good AUTH')
+        or diag "$tries tries in 3 s";
+}
+
 $h->done;
 done_testing;
 
