@@ -289,7 +289,8 @@ ngx_http_integrations_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (size == NGX_ERROR || size < 64 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid page cache size \"%V\", expected a "
-                           "size of at least 64k (e.g. 32m) or \"off\"",
+                           "size of at least 64k in k or m (e.g. 32m, "
+                           "2048m) or \"off\"",
                            &value[1]);
         return NGX_CONF_ERROR;
     }

@@ -50,6 +50,9 @@ bad('redis connect_timeout over a minute',
     qr/"connect_timeout=2m" is over 60s/);
 good('redis timeout of a minute',
      'integrations_redis 127.0.0.1:6379 timeout=60s;', 'apikey on;');
+bad('integrations_cache in g', "integrations_redis 127.0.0.1:6379;\n"
+    . 'integrations_cache 1g;', 'apikey on;',
+    qr/invalid page cache size "1g", expected a size of at least 64k in k or m/);
 bad('apikey maybe', undef, 'apikey maybe;', qr/invalid value "maybe"/);
 bad('apikey without integrations_redis', '', 'apikey on;',
     qr/requires "integrations_redis"/);
