@@ -60,6 +60,14 @@ typedef struct {
 } ngx_http_apikey_header_t;
 
 
+/* a directive that needs "apikey on", and where it was given */
+typedef struct {
+    const char                       *name;
+    ngx_str_t                         file;
+    ngx_uint_t                        line;
+} ngx_http_apikey_set_t;
+
+
 typedef struct {
     ngx_flag_t                        enable;
     ngx_array_t                      *headers;   /* apikey_header_t */
@@ -73,10 +81,8 @@ typedef struct {
     ngx_msec_t                        open_ttl;
     ngx_flag_t                        pass_key;
     ngx_str_t                         hint;
-    /* the first apikey_scope or apikey_rate_limit of this block */
-    const char                       *set_name;
-    ngx_str_t                         set_file;
-    ngx_uint_t                        set_line;
+    /* where apikey_scope [0] and apikey_rate_limit [1] are in this block */
+    ngx_http_apikey_set_t             set[2];
 } ngx_http_apikey_loc_conf_t;
 
 
@@ -2093,12 +2099,14 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ilcf = ngx_http_conf_get_module_loc_conf(cf,
                                              ngx_http_integrations_module);
 
-    if (clcf->name.len && !conf->enable) {
+    if (!conf->enable) {
         /*
          * a named or internal location is reached from another one
          * (try_files, error_page, X-Accel-Redirect) whose key it keeps
          */
-        if (ilcf->handler && !clcf->named && !clcf->internal) {
+        if (clcf->name.len && ilcf->handler && !clcf->named
+            && !clcf->internal)
+        {
             /* every request there would be a 401 */
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "\"%V\" needs \"apikey on\" in its location or "
@@ -2107,12 +2115,17 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
             return NGX_CONF_ERROR;
         }
 
-        /* set for the locations inside, which turn it on */
-        if (conf->set_line && !ngx_http_apikey_nested_on(clcf)) {
-            ngx_log_error(NGX_LOG_WARN, cf->log, 0,
-                          "\"%s\" has no effect where \"apikey\" is off "
-                          "in %V:%ui", conf->set_name, &conf->set_file,
-                          conf->set_line);
+        /*
+         * in a location or a server; fine if set for the locations
+         * inside, which turn it on
+         */
+        for (i = 0; i < 2; i++) {
+            if (conf->set[i].line && !ngx_http_apikey_nested_on(clcf)) {
+                ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                              "\"%s\" has no effect where \"apikey\" is "
+                              "off in %V:%ui", conf->set[i].name,
+                              &conf->set[i].file, conf->set[i].line);
+            }
         }
     }
     ngx_conf_merge_ptr_value(conf->headers, prev->headers, NULL);
@@ -2367,12 +2380,16 @@ invalid:
 
 static void
 ngx_http_apikey_note_set(ngx_conf_t *cf, ngx_http_apikey_loc_conf_t *alcf,
-    const char *name)
+    ngx_uint_t which, const char *name)
 {
-    if (alcf->set_line == 0) {
-        alcf->set_name = name;
-        alcf->set_file = cf->conf_file->file.name;
-        alcf->set_line = cf->conf_file->line;
+    ngx_http_apikey_set_t  *set;
+
+    set = &alcf->set[which];
+
+    if (set->line == 0) {
+        set->name = name;
+        set->file = cf->conf_file->file.name;
+        set->line = cf->conf_file->line;
     }
 }
 
@@ -2423,7 +2440,7 @@ ngx_http_apikey_scope(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         *s = value[i];
     }
 
-    ngx_http_apikey_note_set(cf, alcf, "apikey_scope");
+    ngx_http_apikey_note_set(cf, alcf, 0, "apikey_scope");
 
     return NGX_CONF_OK;
 }
@@ -2532,7 +2549,7 @@ ngx_http_apikey_rate_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     alcf->rate = (ngx_uint_t) count;
     alcf->window = (ngx_msec_t) window;
 
-    ngx_http_apikey_note_set(cf, alcf, "apikey_rate_limit");
+    ngx_http_apikey_note_set(cf, alcf, 1, "apikey_rate_limit");
 
     /*
      * a bucket is one log per key: a shorter window elsewhere would trim

@@ -167,6 +167,23 @@ warns('rate limit under apikey off', 'apikey off; apikey_rate_limit 1r/m;',
     unlike($out, qr/\[warn\].*has no effect/,
            '... without a warning (the nested location uses it)');
 }
+{
+    my ($rc, $out, $file) = $h->nginx_test(conf(undef,
+        'apikey_scope events:read; apikey_rate_limit 5r/s;'));
+    like($out, qr/\[warn\].*"apikey_scope" has no effect/, 'both warn: scope');
+    like($out, qr/\[warn\].*"apikey_rate_limit" has no effect/,
+         '... and the rate limit');
+    my $server = sub { "integrations_redis 127.0.0.1:6379;\nserver {\n"
+        . "    listen 127.0.0.1:%%PORT%%;\n    apikey_scope events:read;\n"
+        . "    location / { $_[0] }\n}\n" };
+    ($rc, $out, $file) = $h->nginx_test($server->('return 204;'));
+    is($rc, 0, 'a server-level scope, apikey never on: passes') or diag $out;
+    like($out, qr/\[warn\].*"apikey_scope" has no effect.*\Q$file\E:\d+/,
+         '... with the warning, naming the server\'s line');
+    ($rc, $out) = $h->nginx_test($server->('apikey on;'));
+    unlike($out, qr/\[warn\].*has no effect/,
+           '... none when a location turns apikey on');
+}
 for my $inner ('location /in/ { return 204; }', 'if ($arg_a) { return 204; }',
                'location /in/ { location /in/deep/ { apikey on; '
                . 'integrations_events; } }') {
