@@ -340,6 +340,24 @@ static const char  ngx_http_apikey_script[] =
 "return res(7, limit, limit - n, (first or now) + win - now, 0)\n";
 
 
+static char *
+ngx_http_apikey_pepper_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *pepper = data;
+
+    if (pepper->len == 0) {
+        return "must not be empty (leave it out for plain SHA-256)";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_conf_post_t  ngx_http_apikey_pepper_post = {
+    ngx_http_apikey_pepper_check
+};
+
+
 static ngx_conf_enum_t  ngx_http_apikey_failure_enum[] = {
     { ngx_string("closed"), NGX_HTTP_APIKEY_FAILURE_CLOSED },
     { ngx_string("open"), NGX_HTTP_APIKEY_FAILURE_OPEN },
@@ -396,7 +414,7 @@ static ngx_command_t  ngx_http_apikey_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_apikey_main_conf_t, pepper),
-      NULL },
+      &ngx_http_apikey_pepper_post },
 
       ngx_null_command
 };
@@ -2672,6 +2690,13 @@ ngx_http_apikey_redis_failure(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ttl = ngx_parse_time(&s, 0);
         if (ttl == (ngx_msec_t) NGX_ERROR || ttl == 0) {
             goto invalid;
+        }
+
+        /* what Redis said a day ago is no ground to admit a key on */
+        if (ttl > 86400000) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" is over a day", &value[2]);
+            return NGX_CONF_ERROR;
         }
 
         alcf->open_ttl = ttl;

@@ -235,6 +235,18 @@ ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf, void *parent,
         conf->event = prev->event;
     }
 
+    /* a body is validated whole, in one buffer of its size */
+    if (conf->validate != NGX_CONF_UNSET_UINT
+        && conf->validate != NGX_INTEGRATIONS_VALIDATE_NONE
+        && clcf->client_max_body_size == 0)
+    {
+        ngx_log_error(NGX_LOG_WARN, cf->log, 0,
+                      "\"integrations_validate\" with "
+                      "\"client_max_body_size 0\" in location \"%V\": a "
+                      "body of any size would be read into memory to be "
+                      "validated", &clcf->name);
+    }
+
     ngx_conf_merge_uint_value(conf->validate, prev->validate,
                               NGX_INTEGRATIONS_VALIDATE_NONE);
     ngx_conf_merge_value(conf->cors, prev->cors, 0);

@@ -47,6 +47,15 @@ sub good {
 
 good("integrations_validate $_", '', "integrations_validate $_;")
     for qw(event_create event_update checkin);
+{
+    my ($rc, $out) = $h->nginx_test(conf('client_max_body_size 0;',
+                                         'integrations_validate checkin;'));
+    is($rc, 0, 'validate with client_max_body_size 0: passes');
+    like($out, qr/\[warn\].*"integrations_validate" with "client_max_body_size 0" in location "\/w"/,
+         '... with a warning naming the location');
+    ($rc, $out) = $h->nginx_test(conf('', 'integrations_validate checkin;'));
+    unlike($out, qr/client_max_body_size 0/, '... none with the default');
+}
 good('integrations_cors in server and location', 'integrations_cors on;',
      'integrations_cors off; integrations_validate checkin;');
 

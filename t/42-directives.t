@@ -53,6 +53,11 @@ good('redis timeout of a minute',
 bad('integrations_cache in g', "integrations_redis 127.0.0.1:6379;\n"
     . 'integrations_cache 1g;', 'apikey on;',
     qr/invalid page cache size "1g", expected a size of at least 64k in k or m/);
+bad('open ttl over a day', undef,
+    'apikey on; apikey_redis_failure open ttl=2d;', qr/"ttl=2d" is over a day/);
+good('open ttl of a day', undef, 'apikey on; apikey_redis_failure open ttl=1d;');
+bad('empty pepper', "apikey_pepper \"\";\nintegrations_redis 127.0.0.1:6379;",
+    'apikey on;', qr/"apikey_pepper" directive must not be empty/);
 bad('apikey maybe', undef, 'apikey maybe;', qr/invalid value "maybe"/);
 bad('apikey without integrations_redis', '', 'apikey on;',
     qr/requires "integrations_redis"/);
