@@ -364,9 +364,14 @@ ngx_integrations_redis_add_script(ngx_conf_t *cf,
 #define NGX_INTEGRATIONS_REDIS_P_DB        1
 #define NGX_INTEGRATIONS_REDIS_P_PREFIX    2
 #define NGX_INTEGRATIONS_REDIS_P_TIMEOUT   3
+#define NGX_INTEGRATIONS_REDIS_P_CONNECT   4
+#define NGX_INTEGRATIONS_REDIS_P_USER      5
 
 
-/* integrations_redis <addr> [password=] [db=] [prefix=] [timeout=] ... */
+/*
+ * integrations_redis <addr> [user=] [password=] [db=] [prefix=]
+ * [timeout=] [connect_timeout=]
+ */
 
 char *
 ngx_integrations_redis_parse(ngx_conf_t *cf,
@@ -380,7 +385,8 @@ ngx_integrations_redis_parse(ngx_conf_t *cf,
 
     /* each parameter once: a second one silently winning is a typo kept */
     static const char  *names[] = {
-        "password=", "db=", "prefix=", "timeout=", "connect_timeout=", NULL
+        "password=", "db=", "prefix=", "timeout=", "connect_timeout=",
+        "user=", NULL
     };
 
     ngx_memzero(&rcf->url, sizeof(ngx_url_t));
@@ -452,6 +458,15 @@ ngx_integrations_redis_parse(ngx_conf_t *cf,
             rcf->password = s;
             break;
 
+        case NGX_INTEGRATIONS_REDIS_P_USER:
+            /* a Redis 6 ACL user: AUTH user password */
+            if (s.len == 0) {
+                goto invalid;
+            }
+
+            rcf->user = s;
+            break;
+
         case NGX_INTEGRATIONS_REDIS_P_DB:
             db = ngx_atoi(s.data, s.len);
             if (db == NGX_ERROR || db > 65535) {
@@ -498,6 +513,13 @@ ngx_integrations_redis_parse(ngx_conf_t *cf,
 
     if (rcf->connect_timeout == NGX_CONF_UNSET_MSEC) {
         rcf->connect_timeout = rcf->timeout;
+    }
+
+    if (rcf->user.len && rcf->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"user=\" needs \"password=\" (AUTH user "
+                           "password)");
+        return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
@@ -615,7 +637,7 @@ ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
     char                              db[NGX_INT_T_LEN];
     size_t                            dblen;
     ngx_int_t                         rv;
-    ngx_uint_t                        i;
+    ngx_uint_t                        i, n;
     const char                       *argv[3];
     size_t                            argvlen[3];
     ngx_connection_t                 *c;
@@ -688,13 +710,20 @@ ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
     /* the handshake goes first in the pipeline; requests queue after it */
 
     if (rcf->password.len) {
-        argv[0] = "AUTH";
-        argvlen[0] = 4;
-        argv[1] = (const char *) rcf->password.data;
-        argvlen[1] = rcf->password.len;
+        n = 0;
+        argv[n] = "AUTH";
+        argvlen[n++] = 4;
+
+        if (rcf->user.len) {
+            argv[n] = (const char *) rcf->user.data;
+            argvlen[n++] = rcf->user.len;
+        }
+
+        argv[n] = (const char *) rcf->password.data;
+        argvlen[n++] = rcf->password.len;
 
         if (ngx_integrations_redis_append(rc, NGX_INTEGRATIONS_REDIS_AUTH,
-                                          NULL, 2, argv, argvlen)
+                                          NULL, n, argv, argvlen)
             != NGX_OK)
         {
             goto failed;

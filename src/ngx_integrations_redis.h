@@ -29,6 +29,7 @@ typedef struct {
 typedef struct {
     ngx_url_t                           url;
     ngx_str_t                           password;
+    ngx_str_t                           user;     /* with password= */
     ngx_str_t                           prefix;
     ngx_int_t                           db;
     ngx_msec_t                          timeout;

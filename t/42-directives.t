@@ -58,6 +58,11 @@ bad('open ttl over a day', undef,
 good('open ttl of a day', undef, 'apikey on; apikey_redis_failure open ttl=1d;');
 bad('empty pepper', "apikey_pepper \"\";\nintegrations_redis 127.0.0.1:6379;",
     'apikey on;', qr/"apikey_pepper" directive must not be empty/);
+bad('redis user= without password=',
+    'integrations_redis 127.0.0.1:6379 user=ops;', 'apikey on;',
+    qr/"user=" needs "password="/);
+good('redis user= and password=',
+     'integrations_redis 127.0.0.1:6379 user=ops password=pw;', 'apikey on;');
 bad('apikey maybe', undef, 'apikey maybe;', qr/invalid value "maybe"/);
 bad('apikey without integrations_redis', '', 'apikey on;',
     qr/requires "integrations_redis"/);

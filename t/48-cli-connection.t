@@ -228,6 +228,17 @@ my $ev7 = sprintf '%020d', 7;
     is($rc, 2, 'an ACL user with the default user\'s password: exit 2');
     like($err, qr/AUTH failed/, '... AUTH failed (the user was sent)');
 
+    # ... and nginx as that user: integrations_redis user= password=
+    my $n2 = $p->nginx2("integrations_redis 127.0.0.1:%%REDIS_PORT%% "
+                        . "user=ops\@x \"password=s3 cret\" db=2;\n$server");
+    is(call($n2, $k->{key})->{status}, 200,
+       'nginx with user= password=: the ACL user checks the key');
+    my $n3 = $p->nginx2("integrations_redis 127.0.0.1:%%REDIS_PORT%% "
+                        . "user=ops\@x password=hunter2 db=2 timeout=300ms;"
+                        . "\n$server");
+    is(call($n3, $k->{key})->{status}, 503,
+       '... and with the default user\'s password: 503 (the user was sent)');
+
     # the unix socket takes the password and the database as parameters
     my $sock = 'unix:' . $p->redis_sock;
     ($rc, $k, $err) = create($p, [ '--redis', "$sock?db=2&password=hunter2" ],
