@@ -2122,8 +2122,8 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
          * a named or internal location is reached from another one
          * (try_files, error_page, X-Accel-Redirect) whose key it keeps
          */
-        if (clcf->name.len && ilcf->handler && !clcf->named
-            && !clcf->internal)
+        if (clcf->name.len && !clcf->noname && ilcf->handler
+            && !clcf->named && !clcf->internal)
         {
             /* every request there would be a 401 */
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,

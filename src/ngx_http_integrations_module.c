@@ -221,24 +221,40 @@ ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_core_loc_conf_t  *clcf;
 
     /*
-     * an "if" (or "limit_except") block runs its location's content
-     * handler with the block's own confs: it needs the handler's
+     * An "if" block without a content handler of its own runs its
+     * location's with the block's confs: it needs the handler's. A
+     * "limit_except" block's requests take the block's content handler,
+     * which nginx leaves unset: set as the proxy module does.
      */
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
-    if (clcf->noname && conf->handler == 0 && !conf->status) {
+    if (clcf->noname && clcf->handler == NULL && conf->handler == 0
+        && !conf->status)
+    {
         conf->handler = prev->handler;
         conf->handler_name = prev->handler_name;
         conf->handler_file = prev->handler_file;
         conf->handler_line = prev->handler_line;
         conf->status = prev->status;
         conf->event = prev->event;
+
+        if (clcf->lmt_excpt) {
+            if (conf->handler) {
+                clcf->handler = ngx_http_integrations_handler;
+
+            } else if (conf->status) {
+                clcf->handler = ngx_http_integrations_status_handler;
+            }
+        }
     }
 
+    ngx_conf_merge_uint_value(conf->validate, prev->validate,
+                              NGX_INTEGRATIONS_VALIDATE_NONE);
+
     /* a body is validated whole, in one buffer of its size */
-    if (conf->validate != NGX_CONF_UNSET_UINT
-        && conf->validate != NGX_INTEGRATIONS_VALIDATE_NONE
-        && clcf->client_max_body_size == 0)
+    if (conf->validate != NGX_INTEGRATIONS_VALIDATE_NONE
+        && clcf->client_max_body_size == 0 && clcf->name.len
+        && !clcf->noname)
     {
         ngx_log_error(NGX_LOG_WARN, cf->log, 0,
                       "\"integrations_validate\" with "
@@ -246,9 +262,6 @@ ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf, void *parent,
                       "body of any size would be read into memory to be "
                       "validated", &clcf->name);
     }
-
-    ngx_conf_merge_uint_value(conf->validate, prev->validate,
-                              NGX_INTEGRATIONS_VALIDATE_NONE);
     ngx_conf_merge_value(conf->cors, prev->cors, 0);
 
     if (conf->validate_conf == NULL) {

@@ -108,6 +108,8 @@ ngx_int_t ngx_http_apikey_header_names(ngx_http_request_t *r,
 
 
 /* ngx_integrations_handlers.c */
+/* the read API's content handler (a limit_except block needs it set) */
+ngx_int_t ngx_http_integrations_handler(ngx_http_request_t *r);
 char *ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_integrations_handlers_init(ngx_conf_t *cf);

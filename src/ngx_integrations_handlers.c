@@ -180,7 +180,6 @@ typedef struct {
 } ngx_http_integrations_body_t;
 
 
-static ngx_int_t ngx_http_integrations_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_integrations_start(ngx_http_request_t *r,
     ngx_http_integrations_loc_conf_t *ilcf,
     ngx_integrations_identity_t *id);
@@ -628,7 +627,7 @@ NGX_HTTP_INTEGRATIONS_FOUND
 "return {2, total, ef, cf, items(page), nxt, di, known and m or -1, #page}\n";
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_integrations_handler(ngx_http_request_t *r)
 {
     ngx_int_t                          rc;

@@ -53,6 +53,11 @@ good("integrations_validate $_", '', "integrations_validate $_;")
     is($rc, 0, 'validate with client_max_body_size 0: passes');
     like($out, qr/\[warn\].*"integrations_validate" with "client_max_body_size 0" in location "\/w"/,
          '... with a warning naming the location');
+    ($rc, $out) = $h->nginx_test(conf('client_max_body_size 0;',
+        "integrations_validate checkin;\n"
+        . '        location /w/in { proxy_pass http://127.0.0.1:1; }'));
+    like($out, qr/\[warn\].*"client_max_body_size 0" in location "\/w\/in"/,
+         '... and in a nested location that inherits the validation');
     ($rc, $out) = $h->nginx_test(conf('', 'integrations_validate checkin;'));
     unlike($out, qr/client_max_body_size 0/, '... none with the default');
 }

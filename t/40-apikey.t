@@ -417,6 +417,37 @@ server {
         }
         integrations_whoami;
     }
+    location /ifp/ {
+        apikey on;
+        if ($http_x_legacy) {
+            proxy_pass http://127.0.0.1:%%PORT2%%;
+        }
+        integrations_whoami;
+    }
+    location /who2/ {
+        apikey on;
+        try_files $uri @who2;
+    }
+    location @who2 {
+        if ($http_x_debug) {
+            add_header X-Debug 1;
+        }
+        integrations_whoami;
+    }
+    location /lx/ {
+        apikey on;
+        limit_except POST {
+            allow 127.0.0.1;
+            deny all;
+        }
+        integrations_whoami;
+    }
+}
+server {
+    listen 127.0.0.1:%%PORT2%%;
+    location / {
+        return 200 "org=[$http_x_integrations_org] id=[$http_x_integrations_key_id]";
+    }
 }
 EOF
     my ($k, $kid) = make_key($h, org => 'named');
@@ -438,6 +469,21 @@ EOF
          '... as JSON');
     like($n3->error_log, qr/no API key identity in this location/,
          '... and the error log says why');
+    # an "if" with a content handler of its own keeps it, and the proxied
+    # request gets the identity, never the client's own X-Integrations-*
+    $res = $n3->get('/ifp/x', { 'X-Api-Key' => $k, 'X-Legacy' => 1,
+                                'X-Integrations-Org' => 'evil' });
+    is($res->{content}, "org=[named] id=[$kid]",
+       'an if that proxies: the backend gets the identity, not the forgery');
+    # ... and in a named location, reached from a keyed one
+    $res = $n3->get('/who2/x', { 'X-Api-Key' => $k, 'X-Debug' => 1 });
+    is($res->{status}, 200, 'a named location with an if: answers');
+    is(eval { $h->json($res)->{keyId} }, $kid, '... for the key');
+    is($res->{headers}{'x-debug'}, 1, '... with the if block\'s header');
+    # limit_except: the methods it restricts get the block's confs
+    $res = $n3->get('/lx/x', { 'X-Api-Key' => $k });
+    is($res->{status}, 200, 'limit_except in a read location: GET answers');
+    is(eval { $h->json($res)->{keyId} }, $kid, '... with the read handler');
     # an "if" that matches runs the handler with the if block's confs
     for my $debug (0, 1) {
         $res = $n3->get('/if/x', { 'X-Api-Key' => $k,
