@@ -116,6 +116,7 @@ typedef struct {
     ngx_integrations_identity_t       identity;
     u_char                            hash[NGX_INTEGRATIONS_HASH_HEX_LEN];
     u_char                            ip[33];
+    ngx_str_t                         nets;  /* the key's, on a code 4 */
     ngx_str_t                         conflict;  /* ambiguous header */
     ngx_str_t                         bucket;
     int64_t                           limit;
@@ -171,7 +172,7 @@ static void ngx_http_apikey_cache_put(ngx_http_request_t *r,
 static void ngx_http_apikey_cache_forget(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx);
 static void ngx_http_apikey_cache_forget_ip(ngx_http_apikey_cache_entry_t *e,
-    u_char *ip);
+    u_char *ip, ngx_str_t *nets);
 static ngx_uint_t ngx_http_apikey_cache_lock(
     ngx_http_apikey_cache_entry_t *e);
 static ngx_uint_t ngx_http_apikey_cache_has_ip(
@@ -216,7 +217,9 @@ static ngx_uint_t ngx_http_apikey_nested_on(ngx_http_core_loc_conf_t *clcf);
  * ARGV: key hash, client IP (32 hex), limit, window ms, then each required
  * scope padded with spaces (" events:read ").
  * Returns {code, hash, org, name, scopes, env, expires, limit, remaining,
- * reset ms, retry ms, the key's own limit (0: none)}. Time is Redis's, so
+ * reset ms, retry ms, the key's own limit (0: none)}, and for a refusal
+ * for the address (4) the key's nets, so that the open policy's memory
+ * keeps only the addresses they still allow. Time is Redis's, so
  * every node agrees on the window.
  * The hash is compared here only to decide whether to spend allowance; the
  * module compares it again in constant time.
@@ -250,8 +253,10 @@ static const char  ngx_http_apikey_script[] =
 "  if own < 0 then own = 0 end\n"
 "end\n"
 "local function res(code, limit, rem, reset, retry)\n"
-"  return {code, r[1], r[2] or '', r[3] or '', r[4] or '', r[9] or 'live',\n"
+"  local t = {code, r[1], r[2] or '', r[3] or '', r[4] or '', r[9] or 'live',\n"
 "    exp, limit or 0, rem or 0, reset or 0, retry or 0, own}\n"
+"  if code == 4 then t[13] = r[7] or '' end\n"
+"  return t\n"
 "end\n"
 "if r[5] ~= 'active' then return res(2) end\n"
 "if exp > 0 and exp * 1000 <= now then return res(3) end\n"
@@ -698,7 +703,12 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
         goto resume;
     }
 
-    if (reply->elements != 12) {
+    /* a refusal for the address (4) adds the key's networks */
+    if (reply->elements != 12
+        && !(reply->elements == 13
+             && e[0]->integer == NGX_HTTP_APIKEY_IP
+             && e[12]->type == REDIS_REPLY_STRING))
+    {
         goto resume;
     }
 
@@ -727,6 +737,18 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
            != NGX_OK)
     {
         goto resume;
+    }
+
+    if (reply->elements == 13) {
+        if (e[12]->len == 0) {
+            /* addresses listed, none matchable: no address is allowed */
+            ngx_str_set(&ctx->nets, "");
+
+        } else if (ngx_http_apikey_copy(r->pool, &ctx->nets, e[12])
+                   != NGX_OK)
+        {
+            goto resume;
+        }
     }
 
     ctx->identity.expires = (time_t) e[6]->integer;
@@ -1573,7 +1595,7 @@ ngx_http_apikey_cache_forget(ngx_http_request_t *r,
 
         if (ctx->code == NGX_HTTP_APIKEY_IP) {
             /* the key is good; only this address is not (any more) */
-            ngx_http_apikey_cache_forget_ip(e, ctx->ip);
+            ngx_http_apikey_cache_forget_ip(e, ctx->ip, &ctx->nets);
 
         } else {
             e->at = 0;
@@ -1588,12 +1610,14 @@ ngx_http_apikey_cache_forget(ngx_http_request_t *r,
 
 
 /*
- * Under the slot's lock: the other addresses kept oldest first, so the
- * next new one goes after them and replaces the oldest when full.
+ * Under the slot's lock: the addresses the key's networks (as Redis has
+ * them now) still allow, other than ip, kept oldest first, so the next
+ * new one goes after them and replaces the oldest when full.
  */
 
 static void
-ngx_http_apikey_cache_forget_ip(ngx_http_apikey_cache_entry_t *e, u_char *ip)
+ngx_http_apikey_cache_forget_ip(ngx_http_apikey_cache_entry_t *e, u_char *ip,
+    ngx_str_t *nets)
 {
     u_char      *a, kept[NGX_HTTP_APIKEY_CACHE_IPS][33];
     ngx_uint_t   i, j, n, first;
@@ -1604,7 +1628,11 @@ ngx_http_apikey_cache_forget_ip(ngx_http_apikey_cache_entry_t *e, u_char *ip)
     for (i = 0, j = 0; i < n; i++) {
         a = e->ips[(first + i) % NGX_HTTP_APIKEY_CACHE_IPS];
 
-        if (ngx_strncmp(a, ip, sizeof(e->ips[0])) != 0) {
+        if (ngx_strncmp(a, ip, sizeof(e->ips[0])) != 0
+            && (nets->data == NULL
+                || ngx_integrations_ip_hex_in_nets((char *) a, nets->data,
+                                                   nets->len)))
+        {
             ngx_memcpy(kept[j++], a, sizeof(e->ips[0]));
         }
     }

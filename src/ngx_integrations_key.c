@@ -618,6 +618,77 @@ ngx_integrations_ip_hex(const struct sockaddr *sa, char *out)
 }
 
 
+static int
+ngx_integrations_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
+/* as the access script matches: whole hex digits, then a masked one */
+int
+ngx_integrations_ip_hex_in_nets(const char *hex, const unsigned char *nets,
+    size_t len)
+{
+    int     a, b, mask;
+    size_t  i, j, bits, full, rest;
+
+    i = 0;
+
+    while (i < len) {
+        while (i < len && nets[i] == ' ') {
+            i++;
+        }
+
+        if (i + 33 > len || nets[i + 32] != '/') {
+            return 0;
+        }
+
+        bits = 0;
+
+        for (j = i + 33; j < len && nets[j] >= '0' && nets[j] <= '9'; j++) {
+            bits = bits * 10 + (nets[j] - '0');
+            if (bits > 128) {
+                return 0;
+            }
+        }
+
+        if (j == i + 33 || (j < len && nets[j] != ' ')) {
+            return 0;
+        }
+
+        full = bits / 4;
+        rest = bits % 4;
+
+        if (memcmp(nets + i, hex, full) == 0) {
+            if (rest == 0) {
+                return 1;
+            }
+
+            mask = (0xf << (4 - rest)) & 0xf;
+            a = ngx_integrations_hex_digit(nets[i + full]);
+            b = ngx_integrations_hex_digit((unsigned char) hex[full]);
+
+            if (a >= 0 && b >= 0 && (a & mask) == (b & mask)) {
+                return 1;
+            }
+        }
+
+        i = j;
+    }
+
+    return 0;
+}
+
+
 int
 ngx_integrations_ip_list_valid(const unsigned char *list, size_t len)
 {

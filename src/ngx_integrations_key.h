@@ -83,6 +83,14 @@ int ngx_integrations_ip_list_nets(const unsigned char *list, size_t len,
 int ngx_integrations_ip_hex(const struct sockaddr *sa, char *out);
 
 /*
+ * 1 if the address as 32 (lowercase) hex digits is in one of nets, the
+ * list ngx_integrations_ip_list_nets() writes; 0 if not or if nets is
+ * malformed
+ */
+int ngx_integrations_ip_hex_in_nets(const char *hex, const unsigned char *nets,
+    size_t len);
+
+/*
  * Is the scope token present in the space-separated scope list?
  * Exact, case-sensitive token match.
  */

@@ -155,6 +155,15 @@ is(get('/long', $k{partial}, '127.0.0.2')->{status}, 403,
    'one address taken off the key: 403 from it with Redis up');
 is(get('/long', $k{partial}, '127.0.0.5')->{status}, 200,
    '... and a new allowed address: 200');
+# an allowlist narrowed to one address: a refusal from another forgets
+# every remembered address the new list does not allow, not just its own
+($k{narrow1}, $id{narrow1}) = own_slot_key(org => 'acme');
+is(get('/long', $k{narrow1}, "127.0.0.$_")->{status}, 200,
+   "narrow1 validated from 127.0.0.$_") for 1 .. 3;
+$h->redis('HSET', "{k:$id{narrow1}}", 'ips', '127.0.0.1',
+          'nets', Keys::nets_of('127.0.0.1'));
+is(get('/long', $k{narrow1}, '127.0.0.2')->{status}, 403,
+   'allowlist narrowed to 127.0.0.1: 403 from 127.0.0.2');
 
 $h->stop_redis;
 ok(!$h->redis_alive, 'Redis is stopped');
@@ -170,6 +179,10 @@ is_deeply([ map { get('/long', $k{partial}, "127.0.0.$_")->{status} }
           'open: the key\'s other addresses are still remembered');
 is_503(get('/long', $k{partial}, '127.0.0.2'),
        'open: the address Redis refused for the key');
+is(get('/long', $k{narrow1}, '127.0.0.1')->{status}, 200,
+   'open: the address the narrowed list allows: 200');
+is_503(get('/long', $k{narrow1}, '127.0.0.3'),
+       'open: an address it no longer allows, never refused itself');
 
 # -- the same address within ttl: admitted -------------------------------------
 {

@@ -192,7 +192,7 @@ static void
 fuzz_ip(const unsigned char *s, size_t n)
 {
     int                   valid, allowed;
-    char                 *nets;
+    char                 *nets, hex[33];
     size_t                size;
     struct sockaddr_in    sin;
     struct sockaddr_in6   sin6;
@@ -233,6 +233,15 @@ fuzz_ip(const unsigned char *s, size_t n)
         fuzz_nets_form(nets);
         /* no entry (",,"): every address, as ip_allowed says */
         fuzz_require(nets[0] != '\0' || allowed == 1);
+        /*
+         * what the list allows, its nets allow (the open policy's filter,
+         * as the script matches); the nets may allow more: IPv4 is mapped
+         * into IPv6, so "::/32" takes 10.0.0.1 there, not in the list
+         */
+        fuzz_require(ngx_integrations_ip_hex(sa, hex) == 0);
+        fuzz_require(nets[0] == '\0' || allowed == 0
+                     || ngx_integrations_ip_hex_in_nets(
+                            hex, (const unsigned char *) nets, strlen(nets)));
         free(nets);
 
     } else {

@@ -272,6 +272,28 @@ main(void)
     ngx_integrations_ip_hex(v4("10.1.2.3"), hex);
     ok(strcmp(hex, "00000000000000000000ffff0a010203") == 0, "client hex");
 
+#define in_nets(h, n)                                                         \
+    ngx_integrations_ip_hex_in_nets(h, (const unsigned char *) n, strlen(n))
+    ok(in_nets(hex, nets), "10.1.2.3 in 10.1.0.0/16 (nets)");
+    ngx_integrations_ip_hex(v4("10.2.0.1"), hex);
+    ok(!in_nets(hex, nets), "10.2.0.1 not in 10.1.0.0/16 nor ::1");
+    ngx_integrations_ip_list_nets((unsigned char *) "10.1.2.0/26", 11,
+                                  nets, sizeof(nets));
+    ngx_integrations_ip_hex(v4("10.1.2.63"), hex);
+    ok(in_nets(hex, nets), "a /26 (a masked digit): .63 in");
+    ngx_integrations_ip_hex(v4("10.1.2.64"), hex);
+    ok(!in_nets(hex, nets), "... .64 out");
+    ngx_integrations_ip_hex(v6("::1"), hex);
+    ok(in_nets(hex, "00000000000000000000000000000000/0"), "/0: every one");
+    ok(!in_nets(hex, ""), "no nets: none");
+    ok(!in_nets(hex, "0000/128"), "malformed nets: none");
+    ok(!in_nets(hex, "00000000000000000000000000000001/129"),
+       "more than 128 bits: none");
+    ok(in_nets(hex, "  00000000000000000000000000000002/128 "
+                    "00000000000000000000000000000001/128"),
+       "the second of two, spaces around");
+#undef in_nets
+
     ok(ngx_integrations_scope_has((unsigned char *) "events:read x", 13,
                                   (unsigned char *) "events:read", 11),
        "scope present");
