@@ -2129,7 +2129,7 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     u_char                            *p;
     size_t                             len;
     ngx_str_t                         *s, *a;
-    ngx_uint_t                         i, n;
+    ngx_uint_t                         i, n, used;
     ngx_http_core_loc_conf_t          *clcf;
     ngx_http_apikey_header_t          *hd;
     ngx_http_apikey_main_conf_t       *amcf;
@@ -2165,8 +2165,11 @@ ngx_http_apikey_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
          * in a location or a server; fine if set for the locations
          * inside, which turn it on
          */
+        used = (conf->set[0].line || conf->set[1].line)
+               && ngx_http_apikey_nested_on(clcf);
+
         for (i = 0; i < 2; i++) {
-            if (conf->set[i].line && !ngx_http_apikey_nested_on(clcf)) {
+            if (conf->set[i].line && !used) {
                 ngx_log_error(NGX_LOG_WARN, cf->log, 0,
                               "\"%s\" has no effect where \"apikey\" is "
                               "off in %V:%ui", conf->set[i].name,

@@ -2468,7 +2468,7 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
     u_char      *p, *end, *amp, *eq, *d, *s, nbuf[64];
     uint64_t     n;
     ngx_int_t    b, rc;
-    ngx_str_t   *v, name;
+    ngx_str_t   *v, name, raw;
     ngx_uint_t   i, k, broken;
 
     v = q->value;
@@ -2526,16 +2526,16 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
 
             v[i].data = d;
 
+            /* nginx would drop "%" or "%2" silently ("" matches all) */
+            raw.data = s;
+            raw.len = amp - s;
+
+            if (!ngx_http_integrations_escapes_ok(&raw)) {
+                broken |= NGX_HTTP_INTEGRATIONS_BIT(i);
+            }
+
             for (k = 0; s + k < amp; k++) {
                 d[k] = (s[k] == '+') ? ' ' : s[k];
-
-                /* nginx would drop "%" or "%2" silently ("" matches all) */
-                if (s[k] == '%'
-                    && (s + k + 2 >= amp
-                        || ngx_hextoi(&s[k + 1], 2) == NGX_ERROR))
-                {
-                    broken |= NGX_HTTP_INTEGRATIONS_BIT(i);
-                }
             }
 
             s = d;

@@ -257,6 +257,9 @@ ICTL_SCORES("ARGV[6]", "ARGV[19] ~= '0' or tonumber(upd)")
 ICTL_BUMP_VERSION("D")
 "return 1\n";
 
+/* an attendee script's refusal, told apart by ictl_drain() */
+#define ICTL_EVENT_GONE  "its event was deleted during the import"
+
 /*
  * E (KEYS[2]: its D): upsert an attendee, moving it between indexes;
  * ARGV[9]: where its "updated" is to be stamped, or "0". An event
@@ -269,7 +272,7 @@ ICTL_STAMP
 "local item, upd = ARGV[3], ARGV[8]\n"
 ICTL_SCORES("ct", "ARGV[9] ~= '0' or tonumber(upd)")
 "if redis.call('EXISTS', E) == 0 then\n"
-"  return redis.error_reply('its event was deleted during the import')\n"
+"  return redis.error_reply('" ICTL_EVENT_GONE "')\n"
 "end\n"
 "if ARGV[9] ~= '0' then\n"
 "  local iso\n"
@@ -2274,7 +2277,7 @@ static const char *
 ictl_event_of(ictl_import_t *im, json_t *obj)
 {
     json_t      *ev, *v;
-    const char  *slug;
+    const char  *slug, *id;
 
     ev = json_object_get(obj, "event");
     if (!json_is_string(ev)) {
@@ -2290,8 +2293,9 @@ ictl_event_of(ictl_import_t *im, json_t *obj)
         return NULL;
     }
 
-    if (ictl_slug_id(im, slug)) {
-        return ictl_slug_id(im, slug);
+    id = ictl_slug_id(im, slug);
+    if (id) {
+        return id;
     }
 
     if (im->redis_failed) {
@@ -2513,8 +2517,7 @@ ictl_drain(ictl_import_t *im, ictl_pipe_t *pp)
             if (pp->failed == 0) {
                 ictl_error("line %ld: Redis: %s", line, r->str);
                 pp->failed = line;
-                pp->gone = (strstr(r->str, "deleted during the import")
-                            != NULL);
+                pp->gone = (strstr(r->str, ICTL_EVENT_GONE) != NULL);
             }
             rc = ICTL_REDIS;
 
