@@ -5,9 +5,12 @@
 # make bench; needs valgrind.
 #
 # A Redis under callgrind gets key records made by integrationsctl, then
-# N EVALSHA calls shaped as the module sends them (its three keys and
-# five arguments, a random key per call, a 1 s window so the log is
-# trimmed as in a steady state), once to warm up and once counted.
+# N EVALSHA calls shaped as the module sends them (its three keys, a
+# random key per call, a 1 s window so the log is trimmed as in a steady
+# state), once to warm up and once counted. MODE=remembered (the default)
+# sends what a worker sends for a record it remembers (hash, limit,
+# window, gen), MODE=whole what it sends otherwise (hash, limit, window,
+# "", client address, one scope).
 # Environment: N (20000), KEYS_N (100 keys, 5 per organization), RPORT
 # (16395), SCRIPT (a Lua file to weigh instead of the module's script),
 # REDIS_ARGS (more redis-server options, e.g. "--latency-tracking no").
@@ -61,7 +64,8 @@ redis-cli -p "$RPORT" --scan --pattern '{k:*}' | grep -v '}:' \
         echo "$k $(redis-cli -p "$RPORT" hget "$k" hash)"
     done >"$DIR/records.txt"
 
-python3 - "$N" "$SHA" "$DIR/records.txt" >"$DIR/calls.resp" <<'EOF'
+MODE=${MODE:-remembered}
+python3 - "$N" "$SHA" "$DIR/records.txt" "$MODE" >"$DIR/calls.resp" <<'EOF'
 import random, sys
 n, sha = int(sys.argv[1]), sys.argv[2]
 recs = [l.split() for l in open(sys.argv[3])]
@@ -72,10 +76,13 @@ out = []
 for _ in range(n):
     rec, h = random.choice(recs)
     kid = rec[3:-1]
-    out.append(resp(['EVALSHA', sha, '3', rec,
-                     '{k:%s}:log:events' % kid, '{k:%s}:rl:events' % kid,
-                     h, '0' * 24 + '7f000001', '1000000', '1000',
-                     ' events:read ']))
+    # the records have no gen field: a worker remembers "="
+    args = [h, '1000000', '1000', '=']
+    if sys.argv[4] == 'whole':
+        args = [h, '1000000', '1000', '', '0' * 24 + '7f000001',
+                ' events:read ']
+    out.append(resp(['EVALSHA', sha, '3', rec, '{k:%s}:log:events' % kid,
+                     '{k:%s}:rl:events' % kid] + args))
 sys.stdout.write(''.join(out))
 EOF
 
@@ -96,6 +103,7 @@ total=$(cat "$DIR"/cg.*.* | awk '/^totals:/ {s += $2} END {printf "%.0f\n", s}')
 read -r rec h <"$DIR/records.txt"
 kid=${rec:3:-1}
 code=$(redis-cli -p "$RPORT" evalsha "$SHA" 3 "$rec" "{k:$kid}:log:events" \
-    "{k:$kid}:rl:events" "$h" '' 1000000 1000 ' events:read ' | head -1)
-echo "key check: $(( total / N )) Redis instructions per call" \
-     "($N calls, $(wc -l <"$DIR/records.txt") keys; code of one more: $code)"
+    "{k:$kid}:rl:events" "$h" 1000000 1000 '' '' ' events:read ' | head -1)
+echo "key check ($MODE record): $(( total / N )) Redis instructions per" \
+     "call ($N calls, $(wc -l <"$DIR/records.txt") keys; code of one more:" \
+     "$code)"

@@ -30,6 +30,8 @@
 #define NGX_HTTP_APIKEY_SCOPE        5
 #define NGX_HTTP_APIKEY_LIMITED      6
 #define NGX_HTTP_APIKEY_OK           7
+/* the record changed since this worker read it: ask again in full */
+#define NGX_HTTP_APIKEY_STALE        8
 /* found no key, or a malformed one, or two different ones */
 #define NGX_HTTP_APIKEY_MISSING      100
 #define NGX_HTTP_APIKEY_MALFORMED    101
@@ -51,6 +53,9 @@
 #define NGX_HTTP_APIKEY_CACHE_IPS    4
 /* a slot is rewritten at most this often for the same key */
 #define NGX_HTTP_APIKEY_CACHE_FRESH  1000
+/* the worker's memory of key records (see ngx_http_apikey_record_t) */
+#define NGX_HTTP_APIKEY_RECORDS      4096
+#define NGX_HTTP_APIKEY_RECORD_TTL   10000
 
 
 typedef struct {
@@ -127,6 +132,7 @@ typedef struct {
     ngx_msec_t                        window;
     unsigned                          keyed:1;
     unsigned                          counted:1;
+    unsigned                          fast:1;   /* record from memory */
 } ngx_http_apikey_ctx_t;
 
 
@@ -158,10 +164,42 @@ typedef struct {
 } ngx_http_apikey_cache_entry_t;
 
 
+/*
+ * A worker's memory of the key records Redis gave it whole: what rarely
+ * changes (org, name, scopes, env, networks, own limit) is not asked for
+ * again for NGX_HTTP_APIKEY_RECORD_TTL; the access script still reads the
+ * hash, status, expiry and the record's `gen` on every request, and a
+ * `gen` other than the one remembered gets the whole record again. One
+ * block per record, in a direct-mapped table: a collision replaces.
+ */
+typedef struct {
+    ngx_msec_t                        at;       /* ngx_current_msec */
+    int64_t                           own_limit;
+    ngx_str_t                         own;      /* own_limit, decimal */
+    ngx_str_t                         gen;      /* "=" and the field */
+    ngx_str_t                         org;
+    ngx_str_t                         name;
+    ngx_str_t                         scopes;
+    ngx_str_t                         env;
+    ngx_str_t                         nets;     /* "*": any address */
+    u_char                            id[NGX_INTEGRATIONS_KEY_ID_LEN];
+    u_char                            hash[NGX_INTEGRATIONS_HASH_HEX_LEN];
+} ngx_http_apikey_record_t;
+
+
 static ngx_int_t ngx_http_apikey_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_apikey_finish(ngx_http_request_t *r,
     ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
 static void ngx_http_apikey_reply(void *data, redisReply *reply);
+static ngx_int_t ngx_http_apikey_script_args(ngx_http_request_t *r,
+    ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf,
+    ngx_http_apikey_record_t *rec);
+static ngx_http_apikey_record_t *ngx_http_apikey_record_get(
+    ngx_http_apikey_ctx_t *ctx, ngx_http_apikey_loc_conf_t *alcf);
+static void ngx_http_apikey_record_put(ngx_http_apikey_ctx_t *ctx,
+    redisReply **e);
+static void ngx_http_apikey_record_forget(ngx_http_apikey_ctx_t *ctx);
+static void ngx_http_apikey_exit_process(ngx_cycle_t *cycle);
 static ngx_http_apikey_ctx_t *ngx_http_apikey_get_ctx(ngx_http_request_t *r);
 static void ngx_http_apikey_ctx_marker(void *data);
 static ngx_int_t ngx_http_apikey_find_key(ngx_http_request_t *r,
@@ -214,13 +252,18 @@ static ngx_uint_t ngx_http_apikey_nested_on(ngx_http_core_loc_conf_t *clcf);
 /*
  * KEYS: the key record, the rate-limit log of this bucket, the log's name
  * before 2026-12 (a sorted set, moved into the list once; same hash tag).
- * ARGV: key hash, client IP (32 hex), limit, window ms, then each required
- * scope padded with spaces (" events:read ").
- * Returns {code, hash, org, name, scopes, env, expires, limit, remaining,
- * reset ms, retry ms, the key's own limit (0: none)}, and for a refusal
- * for the address (4) the key's nets, so that the open policy's memory
- * keeps only the addresses they still allow. Time is Redis's, so
- * every node agrees on the window.
+ * ARGV: key hash, limit, window ms, the record's `gen` as this worker
+ * remembers it ("=" and the field; "": the whole record, please), then,
+ * for the whole record, the client IP (32 hex) and each required scope
+ * padded with spaces (" events:read ").
+ * The whole record's answer: {code, hash, org, name, scopes, env, expires,
+ * limit, remaining, reset ms, retry ms, the key's own limit (0: none),
+ * nets ("*": any address), gen}; the nets also serve the open policy's
+ * memory, which keeps only the addresses they still allow. With a `gen`
+ * the worker checked the address, scopes and own limit (given as the
+ * limit) itself, and gets {code, limit, remaining, reset ms, retry ms,
+ * expires}, or {8} if the record's `gen` moved. Time is Redis's, so every
+ * node agrees on the window.
  * The hash is compared here only to decide whether to spend allowance; the
  * module compares it again in constant time.
  *
@@ -238,61 +281,80 @@ static ngx_uint_t ngx_http_apikey_nested_on(ngx_http_core_loc_conf_t *clcf);
  * is converted once.
  */
 static const char  ngx_http_apikey_script[] =
-"local r = redis.call('HMGET', KEYS[1], 'hash', 'org', 'name', 'scopes',\n"
-"  'status', 'expires', 'nets', 'rate_limit', 'env', 'last_used', 'ips')\n"
-"if not r[1] then return {0} end\n"
-"if r[1] ~= ARGV[1] then return {1} end\n"
+"local fast, r, st, ex, lu = ARGV[4] ~= '', nil, nil, nil, nil\n"
+"if fast then\n"
+"  r = redis.call('HMGET', KEYS[1], 'hash', 'status', 'expires', 'last_used',\n"
+"    'gen')\n"
+"  if not r[1] then return {0} end\n"
+"  if r[1] ~= ARGV[1] then return {1} end\n"
+"  if ARGV[4] ~= '=' .. (r[5] or '') then return {8} end\n"
+"  st, ex, lu = r[2], r[3], r[4]\n"
+"else\n"
+"  r = redis.call('HMGET', KEYS[1], 'hash', 'org', 'name', 'scopes',\n"
+"    'status', 'expires', 'nets', 'rate_limit', 'env', 'last_used', 'ips',\n"
+"    'gen')\n"
+"  if not r[1] then return {0} end\n"
+"  if r[1] ~= ARGV[1] then return {1} end\n"
+"  st, ex, lu = r[5], r[6], r[10]\n"
+"end\n"
 "local t = redis.call('TIME')\n"
 "local ts = t[1] .. string.sub('00000' .. t[2], -6, -4)\n"
 "local now = tonumber(ts)\n"
 "local exp = 0\n"
-"if r[6] and r[6] ~= '0' and r[6] ~= '' then exp = tonumber(r[6]) or 0 end\n"
+"if ex and ex ~= '0' and ex ~= '' then exp = tonumber(ex) or 0 end\n"
 "local own = 0\n"
-"if r[8] and r[8] ~= '' then\n"
+"if not fast and r[8] and r[8] ~= '' then\n"
 "  own = tonumber(r[8]) or 0\n"
 "  if own < 0 then own = 0 end\n"
 "end\n"
 "local function res(code, limit, rem, reset, retry)\n"
-"  local t = {code, r[1], r[2] or '', r[3] or '', r[4] or '', r[9] or 'live',\n"
-"    exp, limit or 0, rem or 0, reset or 0, retry or 0, own}\n"
-"  if code == 4 then t[13] = r[7] or '' end\n"
-"  return t\n"
+"  if fast then\n"
+"    return {code, limit or 0, rem or 0, reset or 0, retry or 0, exp}\n"
+"  end\n"
+"  local nets = r[7] or ''\n"
+"  if nets == '' and (r[11] or '') == '' then nets = '*' end\n"
+"  return {code, r[1], r[2] or '', r[3] or '', r[4] or '', r[9] or 'live',\n"
+"    exp, limit or 0, rem or 0, reset or 0, retry or 0, own, nets,\n"
+"    '=' .. (r[12] or '')}\n"
 "end\n"
-"if r[5] ~= 'active' then return res(2) end\n"
+"if st ~= 'active' then return res(2) end\n"
 "if exp > 0 and exp * 1000 <= now then return res(3) end\n"
-"if now - (tonumber(r[10]) or 0) * 1000 >= 60000 then\n"
+"if now - (tonumber(lu) or 0) * 1000 >= 60000 then\n"
 "  redis.call('HSET', KEYS[1], 'last_used', t[1])\n"
 "end\n"
-"local nets, deny = r[7] or '', nil\n"
-"if nets == '' and (r[11] or '') ~= '' then deny = 4 end\n"
-"if nets ~= '' then\n"
-"  local ip, ok = ARGV[2], false\n"
-"  if ip ~= '' then\n"
-"    for hex, bits in string.gmatch(nets, '(%x+)/(%d+)') do\n"
-"      bits = tonumber(bits)\n"
-"      local full = math.floor(bits / 4)\n"
-"      if string.sub(hex, 1, full) == string.sub(ip, 1, full) then\n"
-"        local rest = bits % 4\n"
-"        if rest == 0 then ok = true break end\n"
-"        local m = 16 - 2 ^ (4 - rest)\n"
-"        local a = tonumber(string.sub(hex, full + 1, full + 1), 16)\n"
-"        local b = tonumber(string.sub(ip, full + 1, full + 1), 16)\n"
-"        if bit.band(a, m) == bit.band(b, m) then ok = true break end\n"
+"local deny = nil\n"
+"if not fast then\n"
+"  local nets = r[7] or ''\n"
+"  if nets == '' and (r[11] or '') ~= '' then deny = 4 end\n"
+"  if nets ~= '' then\n"
+"    local ip, ok = ARGV[5], false\n"
+"    if ip ~= '' then\n"
+"      for hex, bits in string.gmatch(nets, '(%x+)/(%d+)') do\n"
+"        bits = tonumber(bits)\n"
+"        local full = math.floor(bits / 4)\n"
+"        if string.sub(hex, 1, full) == string.sub(ip, 1, full) then\n"
+"          local rest = bits % 4\n"
+"          if rest == 0 then ok = true break end\n"
+"          local m = 16 - 2 ^ (4 - rest)\n"
+"          local a = tonumber(string.sub(hex, full + 1, full + 1), 16)\n"
+"          local b = tonumber(string.sub(ip, full + 1, full + 1), 16)\n"
+"          if bit.band(a, m) == bit.band(b, m) then ok = true break end\n"
+"        end\n"
 "      end\n"
 "    end\n"
+"    if not ok then deny = 4 end\n"
 "  end\n"
-"  if not ok then deny = 4 end\n"
-"end\n"
-"if not deny then\n"
-"  local have = ' ' .. (r[4] or '') .. ' '\n"
-"  for i = 5, #ARGV do\n"
-"    if not string.find(have, ARGV[i], 1, true) then deny = 5 break end\n"
+"  if not deny then\n"
+"    local have = ' ' .. (r[4] or '') .. ' '\n"
+"    for i = 6, #ARGV do\n"
+"      if not string.find(have, ARGV[i], 1, true) then deny = 5 break end\n"
+"    end\n"
 "  end\n"
 "end\n"
-"local limit = tonumber(ARGV[3])\n"
+"local limit = tonumber(ARGV[2])\n"
 "if limit == 0 then return res(deny or 7) end\n"
 "if own > 0 then limit = own end\n"
-"local win = tonumber(ARGV[4])\n"
+"local win = tonumber(ARGV[3])\n"
 "local k, old, first = KEYS[2], now - win, nil\n"
 "local h = redis.call('LRANGE', k, '0', '1')\n"
 "local j = 0\n"
@@ -341,7 +403,7 @@ static const char  ngx_http_apikey_script[] =
 "  local retry = tonumber(redis.call('LINDEX', k, n - 1 - limit)) + win - now\n"
 "  return res(6, limit, 0, retry, retry)\n"
 "end\n"
-"redis.call('PEXPIRE', k, ARGV[4])\n"
+"redis.call('PEXPIRE', k, ARGV[3])\n"
 "return res(7, limit, limit - n, (first or now) + win - now, 0)\n";
 
 
@@ -450,10 +512,14 @@ ngx_module_t  ngx_http_apikey_module = {
     NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_apikey_exit_process,          /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
+
+
+static ngx_http_apikey_record_t  *ngx_http_apikey_records[
+                                                     NGX_HTTP_APIKEY_RECORDS];
 
 
 enum {
@@ -574,7 +640,7 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
                                    (char *) ctx->ip);
 
     args = ngx_palloc(r->pool,
-                      (5 + alcf->script_args->nelts) * sizeof(ngx_str_t));
+                      (6 + alcf->script_args->nelts) * sizeof(ngx_str_t));
     if (args == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -607,19 +673,19 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    args[3].data = ctx->hash;
-    args[3].len = NGX_INTEGRATIONS_HASH_HEX_LEN;
-    args[4].data = ctx->ip;
-    args[4].len = ngx_strlen(ctx->ip);
-    ngx_memcpy(&args[5], alcf->script_args->elts,
-               alcf->script_args->nelts * sizeof(ngx_str_t));
-
     ctx->cmd.script = amcf->script;
     ctx->cmd.nkeys = 3;
-    ctx->cmd.nargs = 5 + alcf->script_args->nelts;
     ctx->cmd.args = args;
     ctx->cmd.handler = ngx_http_apikey_reply;
     ctx->cmd.data = ctx;
+
+    if (ngx_http_apikey_script_args(r, ctx, alcf,
+                                    ngx_http_apikey_record_get(ctx, alcf))
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
 
     rc = ngx_integrations_redis_send_r(r, amcf->redis, &ctx->cmd);
 
@@ -664,15 +730,226 @@ ngx_http_apikey_copy(ngx_pool_t *pool, ngx_str_t *dst, redisReply *e)
 }
 
 
+/*
+ * The script's arguments after its keys: the whole record asked for
+ * (rec NULL), or the record this worker remembers, whose address, scopes
+ * and own limit it has checked here.
+ */
+
+static ngx_int_t
+ngx_http_apikey_script_args(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
+    ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_record_t *rec)
+{
+    ngx_str_t                    *args, *a;
+    ngx_integrations_identity_t  *id;
+
+    args = ctx->cmd.args;
+    a = alcf->script_args->elts;
+
+    args[3].data = ctx->hash;
+    args[3].len = NGX_INTEGRATIONS_HASH_HEX_LEN;
+    args[5] = a[1];
+
+    if (rec == NULL) {
+        ctx->fast = 0;
+        args[4] = a[0];
+        ngx_str_set(&args[6], "");
+        args[7].data = ctx->ip;
+        args[7].len = ngx_strlen(ctx->ip);
+        ngx_memcpy(&args[8], &a[2],
+                   (alcf->script_args->nelts - 2) * sizeof(ngx_str_t));
+        ctx->cmd.nargs = 6 + alcf->script_args->nelts;
+
+        return NGX_OK;
+    }
+
+    id = &ctx->identity;
+
+    id->org.data = ngx_pnalloc(r->pool, rec->org.len + rec->name.len
+                                        + rec->scopes.len + rec->env.len);
+    if (id->org.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    id->org.len = rec->org.len;
+    id->name.data = ngx_cpymem(id->org.data, rec->org.data, rec->org.len);
+    id->name.len = rec->name.len;
+    id->scopes.data = ngx_cpymem(id->name.data, rec->name.data,
+                                 rec->name.len);
+    id->scopes.len = rec->scopes.len;
+    id->env.data = ngx_cpymem(id->scopes.data, rec->scopes.data,
+                              rec->scopes.len);
+    id->env.len = rec->env.len;
+    ngx_memcpy(id->env.data, rec->env.data, rec->env.len);
+
+    ctx->own_limit = rec->own_limit;
+    ctx->fast = 1;
+
+    /* the script's own-limit rule, applied here */
+    args[4] = (alcf->rate && rec->own_limit > 0) ? rec->own : a[0];
+    args[6] = rec->gen;
+    ctx->cmd.nargs = 7;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_apikey_record_slot(u_char *hash)
+{
+    return (ngx_hextoi(hash, 6) & 0xffffff) % NGX_HTTP_APIKEY_RECORDS;
+}
+
+
+/* the remembered record, if it is fresh and lets this request through */
+
+static ngx_http_apikey_record_t *
+ngx_http_apikey_record_get(ngx_http_apikey_ctx_t *ctx,
+    ngx_http_apikey_loc_conf_t *alcf)
+{
+    size_t                     len;
+    ngx_http_apikey_record_t  *rec;
+
+    rec = ngx_http_apikey_records[ngx_http_apikey_record_slot(ctx->hash)];
+
+    if (rec == NULL
+        || ngx_current_msec - rec->at >= NGX_HTTP_APIKEY_RECORD_TTL
+        || ngx_memcmp(rec->id, ctx->identity.id.data,
+                      NGX_INTEGRATIONS_KEY_ID_LEN) != 0
+        || !ngx_integrations_key_equal(rec->hash, ctx->hash,
+                                       NGX_INTEGRATIONS_HASH_HEX_LEN))
+    {
+        return NULL;
+    }
+
+    len = 0;
+
+    if (ngx_http_apikey_scopes_missing(alcf, rec->scopes.data,
+                                       rec->scopes.len, &len))
+    {
+        return NULL;
+    }
+
+    /* a refusal is the script's to give, with its RateLimit figures */
+    if (!(rec->nets.len == 1 && rec->nets.data[0] == '*')
+        && (ctx->ip[0] == '\0'
+            || !ngx_integrations_ip_hex_in_nets((char *) ctx->ip,
+                                                rec->nets.data,
+                                                rec->nets.len)))
+    {
+        return NULL;
+    }
+
+    return rec;
+}
+
+
+/* e: the whole record's answer (see the script), ctx: its copies */
+
+static void
+ngx_http_apikey_record_put(ngx_http_apikey_ctx_t *ctx, redisReply **e)
+{
+    u_char                     *p;
+    size_t                      len;
+    ngx_str_t                  *v[6];
+    ngx_uint_t                  i;
+    ngx_http_apikey_record_t   *rec, **slot;
+    ngx_integrations_identity_t *id;
+
+    id = &ctx->identity;
+    slot = &ngx_http_apikey_records[ngx_http_apikey_record_slot(ctx->hash)];
+
+    len = sizeof(ngx_http_apikey_record_t) + NGX_INT64_LEN + e[13]->len
+          + id->org.len + id->name.len + id->scopes.len + id->env.len
+          + e[12]->len;
+
+    /* an outsized record is asked for whole each time */
+    rec = len > 16384 ? NULL : ngx_alloc(len, ngx_cycle->log);
+
+    if (rec == NULL) {
+        ngx_http_apikey_record_forget(ctx);
+        return;
+    }
+
+    rec->at = ngx_current_msec;
+    rec->own_limit = ctx->own_limit;
+    ngx_memcpy(rec->id, id->id.data, NGX_INTEGRATIONS_KEY_ID_LEN);
+    ngx_memcpy(rec->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN);
+
+    p = (u_char *) (rec + 1);
+    rec->own.data = p;
+    p = ngx_integrations_decimal(p, ctx->own_limit);
+    rec->own.len = p - rec->own.data;
+
+    rec->gen.len = e[13]->len;
+    rec->gen.data = p;
+    p = ngx_cpymem(p, e[13]->str, e[13]->len);
+
+    rec->nets.len = e[12]->len;
+    rec->nets.data = p;
+    p = ngx_cpymem(p, e[12]->str, e[12]->len);
+
+    v[0] = &id->org;
+    v[1] = &rec->org;
+    v[2] = &id->name;
+    v[3] = &rec->name;
+    v[4] = &id->scopes;
+    v[5] = &rec->scopes;
+
+    for (i = 0; i < 6; i += 2) {
+        v[i + 1]->len = v[i]->len;
+        v[i + 1]->data = p;
+        p = ngx_cpymem(p, v[i]->data, v[i]->len);
+    }
+
+    rec->env.len = id->env.len;
+    rec->env.data = p;
+    ngx_memcpy(p, id->env.data, id->env.len);
+
+    ngx_free(*slot);
+    *slot = rec;
+}
+
+
+static void
+ngx_http_apikey_record_forget(ngx_http_apikey_ctx_t *ctx)
+{
+    ngx_http_apikey_record_t  **slot;
+
+    slot = &ngx_http_apikey_records[ngx_http_apikey_record_slot(ctx->hash)];
+
+    if (*slot && ngx_memcmp((*slot)->id, ctx->identity.id.data,
+                            NGX_INTEGRATIONS_KEY_ID_LEN) == 0)
+    {
+        ngx_free(*slot);
+        *slot = NULL;
+    }
+}
+
+
+static void
+ngx_http_apikey_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_HTTP_APIKEY_RECORDS; i++) {
+        ngx_free(ngx_http_apikey_records[i]);
+        ngx_http_apikey_records[i] = NULL;
+    }
+}
+
+
 static void
 ngx_http_apikey_reply(void *data, redisReply *reply)
 {
-    ngx_http_apikey_ctx_t   *ctx = data;
+    ngx_http_apikey_ctx_t        *ctx = data;
 
-    ngx_uint_t               i;
-    redisReply             **e;
-    ngx_connection_t        *c;
-    ngx_http_request_t      *r;
+    ngx_uint_t                    i;
+    redisReply                  **e;
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_apikey_loc_conf_t   *alcf;
+    ngx_http_apikey_main_conf_t  *amcf;
 
     r = ctx->request;
     c = r->connection;
@@ -687,27 +964,80 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
         || reply->element[0]->type != REDIS_REPLY_INTEGER)
     {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "apikey: unexpected reply from redis: %*s",
-                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
-                                                       : (size_t) 0,
-                      reply->str);
+        if (ngx_integrations_redis_log_ok(&i)) {
+            ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                          "apikey: unexpected reply from redis: %*s "
+                          "(and %ui more in the second before)",
+                          reply->type == REDIS_REPLY_ERROR
+                          ? (size_t) reply->len : (size_t) 0,
+                          reply->str, i);
+        }
         goto resume;
     }
 
     e = reply->element;
 
+    if (ctx->fast && e[0]->integer == NGX_HTTP_APIKEY_STALE) {
+        /* the record changed: this once, the whole of it */
+        ngx_http_apikey_record_forget(ctx);
+
+        alcf = ngx_http_get_module_loc_conf(r, ngx_http_apikey_module);
+        amcf = ngx_http_get_module_main_conf(r, ngx_http_apikey_module);
+
+        if (ngx_http_apikey_script_args(r, ctx, alcf, NULL) == NGX_OK
+            && ngx_integrations_redis_send_r(r, amcf->redis, &ctx->cmd)
+               == NGX_OK)
+        {
+            ctx->state = NGX_HTTP_APIKEY_WAITING;
+            return;
+        }
+
+        goto resume;
+    }
+
     if (e[0]->integer < NGX_HTTP_APIKEY_REVOKED) {
         ctx->code = e[0]->integer;
+
+        /* a wrong secret for a good id must not evict the record */
+        if (ctx->fast || ctx->code == NGX_HTTP_APIKEY_UNKNOWN) {
+            ngx_http_apikey_record_forget(ctx);
+        }
+
         ngx_http_apikey_cache_forget(r, ctx);
         goto resume;
     }
 
-    /* a refusal for the address (4) adds the key's networks */
-    if (reply->elements != 12
-        && !(reply->elements == 13
-             && e[0]->integer == NGX_HTTP_APIKEY_IP
-             && e[12]->type == REDIS_REPLY_STRING))
+    if (ctx->fast) {
+        /* {code, limit, remaining, reset, retry, expires} */
+        if (reply->elements != 6) {
+            goto resume;
+        }
+
+        for (i = 1; i < 6; i++) {
+            if (e[i]->type != REDIS_REPLY_INTEGER) {
+                goto resume;
+            }
+        }
+
+        ctx->limit = e[1]->integer;
+        ctx->remaining = e[2]->integer;
+        ctx->reset_ms = e[3]->integer;
+        ctx->retry_ms = e[4]->integer;
+        ctx->identity.expires = (time_t) e[5]->integer;
+        ctx->code = e[0]->integer;
+
+        if (ctx->code != NGX_HTTP_APIKEY_OK
+            && ctx->code != NGX_HTTP_APIKEY_LIMITED)
+        {
+            ngx_http_apikey_record_forget(ctx);
+        }
+
+        goto remember;
+    }
+
+    if (reply->elements != 14
+        || e[12]->type != REDIS_REPLY_STRING
+        || e[13]->type != REDIS_REPLY_STRING)
     {
         goto resume;
     }
@@ -739,7 +1069,7 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
         goto resume;
     }
 
-    if (reply->elements == 13) {
+    if (e[0]->integer == NGX_HTTP_APIKEY_IP) {
         if (e[12]->len == 0) {
             /* addresses listed, none matchable: no address is allowed */
             ngx_str_set(&ctx->nets, "");
@@ -758,6 +1088,15 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
     ctx->retry_ms = e[10]->integer;
     ctx->own_limit = e[11]->integer;
     ctx->code = e[0]->integer;
+
+    if (ctx->code >= NGX_HTTP_APIKEY_IP) {
+        ngx_http_apikey_record_put(ctx, e);
+
+    } else {
+        ngx_http_apikey_record_forget(ctx);
+    }
+
+remember:
 
     /*
      * what Redis refuses now, the open policy must not admit from memory

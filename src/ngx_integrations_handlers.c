@@ -1347,6 +1347,7 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply)
 {
     ngx_int_t                      rc;
+    ngx_uint_t                     skipped;
     redisReply                   **e, **part;
     ngx_http_integrations_body_t   body;
 
@@ -1473,8 +1474,11 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
 
 malformed:
 
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "integrations: malformed reply from redis");
+    if (ngx_integrations_redis_log_ok(&skipped)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "integrations: malformed reply from redis "
+                      "(and %ui more in the second before)", skipped);
+    }
 
 unavailable:
 
@@ -2530,7 +2534,11 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
             raw.data = s;
             raw.len = amp - s;
 
-            if (!ngx_http_integrations_escapes_ok(&raw)) {
+            /* the last occurrence decides, broken or not */
+            if (ngx_http_integrations_escapes_ok(&raw)) {
+                broken &= ~NGX_HTTP_INTEGRATIONS_BIT(i);
+
+            } else {
                 broken |= NGX_HTTP_INTEGRATIONS_BIT(i);
             }
 
@@ -2620,6 +2628,10 @@ ngx_http_integrations_query(ngx_http_request_t *r, ngx_uint_t params,
             if (rc == NGX_DECLINED) {
                 ngx_http_integrations_invalid(q, i,
                                         "must not contain control characters");
+            }
+
+            if (rc == NGX_ABORT) {
+                ngx_http_integrations_invalid(q, i, "must be UTF-8");
             }
 
             continue;
@@ -2727,17 +2739,30 @@ ngx_http_integrations_invalid(ngx_http_integrations_query_t *q, ngx_uint_t p,
  * stored text (ngx_integrations_fold), and, where that differs from
  * ASCII-only lowercase, "\n" and that too, since text imported before
  * 2026-12-02 was lowered in ASCII only. NGX_DECLINED: a control character
- * (the stored fields are joined by "\n").
+ * (the stored fields are joined by "\n"); NGX_ABORT: not UTF-8 (a piece
+ * of a character would match inside others).
  */
 static ngx_int_t
 ngx_http_integrations_search(ngx_pool_t *pool, ngx_str_t *s)
 {
-    u_char      *p;
+    u_char      *p, *end;
     ngx_uint_t   i;
 
     for (i = 0; i < s->len; i++) {
         if (s->data[i] < 0x20 || s->data[i] == 0x7f) {
             return NGX_DECLINED;
+        }
+    }
+
+    p = s->data;
+    end = p + s->len;
+
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+
+        } else if (ngx_utf8_decode(&p, end - p) > 0x10ffff) {
+            return NGX_ABORT;
         }
     }
 
@@ -3148,11 +3173,16 @@ ngx_http_integrations_unavailable(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_integrations_unexpected(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "integrations: unexpected reply from redis: \"%*s\"",
-                  reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
-                                                   : (size_t) 0,
-                  reply->str);
+    ngx_uint_t  skipped;
+
+    if (ngx_integrations_redis_log_ok(&skipped)) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "integrations: unexpected reply from redis: \"%*s\" "
+                      "(and %ui more in the second before)",
+                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
+                                                       : (size_t) 0,
+                      reply->str, skipped);
+    }
 
     return ngx_http_integrations_unavailable(r);
 }

@@ -136,6 +136,31 @@ static ngx_integrations_redis_t  *ngx_integrations_redis_parsing;
 static ngx_integrations_redis_t  *ngx_integrations_redis_replying;
 
 
+/*
+ * An error Redis gives every request (OOM, READONLY, a broken script)
+ * is logged at most once a second per worker, not once per request;
+ * *skipped: how many were not logged since the last one.
+ */
+
+ngx_uint_t
+ngx_integrations_redis_log_ok(ngx_uint_t *skipped)
+{
+    static time_t      last;
+    static ngx_uint_t  quiet;
+
+    if (ngx_time() == last) {
+        quiet++;
+        return 0;
+    }
+
+    last = ngx_time();
+    *skipped = quiet;
+    quiet = 0;
+
+    return 1;
+}
+
+
 ngx_int_t
 ngx_integrations_redis_keep_reply(ngx_pool_t *owner)
 {

@@ -329,7 +329,7 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
 # reals stay as written: 900.0, not 9e+02 (the API serves this text)
 {
     import_ok(nd({ %$event, id => 28, slug => 'reals', revenue => '900.0',
-                   ticketTypes => [{ id => 1, price => '2500.0' }] }
+                   ticketTypes => [{ id => 1, fee => '2500.0' }] }
                  ) =~ s/"(900\.0|2500\.0)"/$1/gr
               . qq({"kind":"attendee","event":"reals","id":1,"name":"A",)
               . qq("createdTime":"2026-08-01T10:00:00Z","amount":1e6,)
@@ -338,8 +338,8 @@ is($h->redis('HEXISTS', "$E:ai", $m->(2)), 0, 'and its item');
     my $X = '{o:reals}:live:ev:' . $m->(28);
     like($h->redis('HGET', $X, 'item'), qr/"revenue":900\.0[,}]/,
          'revenue 900.0 is stored as 900.0');
-    like($h->redis('HGET', $X, 'tt'), qr/"price":2500\.0[,}]/,
-         'price 2500.0 as 2500.0');
+    like($h->redis('HGET', $X, 'tt'), qr/"fee":2500\.0[,}]/,
+         'a ticket type\'s fee 2500.0 as 2500.0');
     my $a = $h->redis('HGET', "$X:ai", $m->(1));
     like($a, qr/"amount":1000000\.0[,}]/, 'amount 1e6 as 1000000.0');
     like($a, qr/"paid":0\.1[,}]/, 'paid 0.1 as 0.1');
@@ -476,6 +476,31 @@ is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
     ($rc, undef, $err) = $h->ctl_stdin(nd($ev, $at->({}), $at->(undef)),
                                        'data', 'import', '--org', 'typed', '-');
     is($rc, 0, '... an object, or null: imported') or diag $err;
+}
+
+# -- ticket types: integer cents and whole counts, as the API promises -------
+{
+    my $ev = sub { { kind => 'event', id => 91, slug => 'priced', title => 't',
+                     starts => '2026-10-01T10:00:00Z', ticketTypes => $_[0] } };
+    my $line = nd($ev->([{ id => 1, price => 25.5, quantity => 1.5 },
+                         { id => 2, price => '2500' }, { id => 3, price => -100,
+                           maxPerOrder => 0 }, 'x']));
+    my ($rc, undef, $err) = $h->ctl_stdin($line, 'data', 'import', '--org',
+                                          'priced', '-');
+    is($rc, 1, 'prices not in integer cents: exit 1');
+    for my $m ('"ticketTypes"\[0\].price must be an integer >= 0 \(cents',
+               '"ticketTypes"\[0\].quantity must be an integer >= 0',
+               '"ticketTypes"\[1\].price must be', '"ticketTypes"\[2\].price',
+               '"ticketTypes"\[2\].maxPerOrder must be an integer >= 1',
+               '"ticketTypes"\[3\] must be an object') {
+        like($err, qr/line 1: $m/, "... said: $m");
+    }
+    is_deeply([ $h->redis('KEYS', '{o:priced}*') ], [], '... nothing written');
+    ($rc, undef, $err) = $h->ctl_stdin(
+        nd($ev->([{ id => 1, price => 0, quantity => 5, minPerOrder => 1,
+                    maxPerOrder => undef }])),
+        'data', 'import', '--org', 'priced', '-');
+    is($rc, 0, '... 0 cents (free), whole counts: imported') or diag $err;
 }
 
 # -- renames inside one file are followed in the file's order -------------------

@@ -430,6 +430,20 @@ is_deeply ids($j), [ 1999, 19990 .. 19999 ], 'big: search scans';
             '... names search, once';
         like $j->{details}[0]{message}, qr/%25/, '... says how to write %';
     }
+    # a piece of a character would match inside other characters
+    for my $bad ('%BC', '%C3', 'a%C3%28', '%E4%B8', '%F4%90%80%80') {
+        ($r, $j) = api('intl', "search=$bad");
+        is $r->{status}, 400, "search=$bad (not UTF-8): 400";
+        is_deeply [ map { [$_->{field}, $_->{message}] }
+                    @{ $j->{details} || [] } ],
+            [['search', 'must be UTF-8']], '... says search must be UTF-8';
+    }
+    # a parameter given twice counts once, with its last value
+    ($r, $j) = api('intl', 'search=%zz&search=' . ReadSeed::qs("\x{e9}lodie"));
+    is $r->{status}, 200, 'search=%zz then a good search: the last counts';
+    is_deeply ids($j), [601], '... and finds by it';
+    ($r, $j) = api('intl', 'search=x&search=%');
+    is $r->{status}, 400, 'a good search then search=%: 400, the last counts';
     ($r, $j) = api('intl', 'page=%3');
     is_deeply [ map { $_->{field} } @{ $j->{details} || [] } ], ['page'],
         'page=%3: 400 naming page once';

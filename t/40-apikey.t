@@ -298,6 +298,45 @@ is(get('/api/x', Authorization => "Bearer $key", 'X-Api-Key' => $key)
        'expiry set in the past: the next request is 401');
 }
 
+# -- the worker remembers the record's stable fields (DATA_MODEL.md) ------
+{
+    my ($k, $kid) = make_key($h, org => 'acme',
+                             scopes => 'events:read events:write');
+    is(get('/api/write', 'X-Api-Key' => $k)->{status}, 200,
+       'remembered: first use reads the whole record');
+    # a hand edit without gen: the worker goes on from memory (<= 10 s)
+    $h->redis('HSET', "{k:$kid}", 'scopes', 'events:read', 'org', 'other');
+    my $r = get('/api/write', 'X-Api-Key' => $k);
+    is($r->{status}, 200, 'an edit without gen: still from memory');
+    is($h->json($r)->{org}, 'acme', '... with the old org');
+    # status and expiry are read on every request all the same
+    $h->redis('HSET', "{k:$kid}", 'expires', time - 1);
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 401,
+       'remembered: an expiry set by hand is seen at once');
+    $h->redis('HSET', "{k:$kid}", 'expires', 0);
+    # gen moved: the same request asks again for the whole record
+    $h->redis('HINCRBY', "{k:$kid}", 'gen', 1);
+    $r = get('/api/write', 'X-Api-Key' => $k);
+    is($r->{status}, 403, 'gen bumped: the scope taken away is seen at once');
+    is($r->{headers}{'ratelimit-limit'}, undef,
+       '... (no limit here, no RateLimit headers)');
+    $r = get('/api/x', 'X-Api-Key' => $k);
+    is($r->{status}, 200, '... and the remaining scope still works');
+    is($h->json($r)->{org}, 'other', '... with the new org');
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 200,
+       '... again, from memory');
+    # without gen, the edit is seen once the memory is 10 s old
+    $h->redis('HSET', "{k:$kid}", 'scopes', 'attendees:read');
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 200,
+       'an edit without gen: from memory at first');
+    sleep 10.3;
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 403,
+       '... and seen within 10 s');
+    $h->redis('HSET', "{k:$kid}", 'status', 'revoked');
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 401,
+       'revoked: 401 whatever the worker remembers');
+}
+
 # -- last_used is refreshed, at most once a minute --------------------------
 {
     my ($k, $kid) = make_key($h, org => 'acme');
@@ -531,6 +570,28 @@ EOF
         sleep 0.1;
     }
     ok($ok, 'Redis resumed: requests succeed again');
+}
+
+# -- an error Redis gives every request is logged once a second ----------
+{
+    # a record that is not a hash: the script fails on every request
+    my ($k, $kid) = make_key($h, org => 'acme');
+    $h->redis('DEL', "{k:$kid}");
+    $h->redis('SET', "{k:$kid}", 'not a hash');
+    my $before = () = $h->error_log =~ /unexpected reply from redis/g;
+    my @s = map { get('/api/x', 'X-Api-Key' => $k)->{status} } 1 .. 30;
+    is(scalar(grep { $_ == 503 } @s), 30, 'Redis errs each time: 503 each');
+    my $lines = (() = $h->error_log =~ /unexpected reply from redis/g)
+                - $before;
+    ok($lines >= 1 && $lines <= 2, '... logged once a second, not 30 times')
+        or diag "$lines lines";
+    sleep 1.1;
+    is(get('/api/x', 'X-Api-Key' => $k)->{status}, 503, 'a second later');
+    like($h->error_log,
+         qr/WRONGTYPE.*\(and [1-9]\d* more in the second before\)/,
+         '... logged, with how many were not');
+    is(get('/api/x', 'X-Api-Key' => $key)->{status}, 200,
+       'another key meanwhile: 200');
 }
 
 unlike($h->error_log, qr/\[(alert|emerg|crit)\]/, 'no alerts in the error log');

@@ -199,6 +199,7 @@ sub burst {
 
     # the operator lowers the key's limit below what its log holds
     $h->redis('HSET', "{k:$oid}", 'rate_limit', 3);
+    $h->redis('HINCRBY', "{k:$oid}", 'gen', 1);   # DATA_MODEL.md
     my $low = get('/e', $own);
     is($low->{status}, 429, 'limit lowered to 3 under a log of 8: refused');
     is($low->{headers}{'ratelimit-limit'}, 3, '... RateLimit-Limit is 3');

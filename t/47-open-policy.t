@@ -138,9 +138,12 @@ $h->redis('HSET', "{k:$id{revoked}}", 'status', 'revoked');
 is(get('/long', $k{revoked})->{status}, 401, 'revoked: 401 with Redis up');
 $h->redis('HSET', "{k:$id{narrowed}}", 'ips', '10.0.0.0/8',
           'nets', Keys::nets_of('10.0.0.0/8'));
+# a hand edit of more than status or expiry bumps gen (DATA_MODEL.md)
+$h->redis('HINCRBY', "{k:$id{narrowed}}", 'gen', 1);
 is(get('/long', $k{narrowed})->{status}, 403,
    'allowlist narrowed: 403 with Redis up');
 $h->redis('HSET', "{k:$id{rescoped}}", 'scopes', 'events:read');
+$h->redis('HINCRBY', "{k:$id{rescoped}}", 'gen', 1);
 is(get('/long/write', $k{rescoped})->{status}, 403,
    'events:write taken away: 403 with Redis up');
 # one address taken off a key used from four: only that one is forgotten,
@@ -151,6 +154,7 @@ is(get('/long', $k{partial}, "127.0.0.$_")->{status}, 200,
 my $kept = '127.0.0.1,127.0.0.3,127.0.0.4,127.0.0.5';
 $h->redis('HSET', "{k:$id{partial}}", 'ips', $kept,
           'nets', Keys::nets_of($kept));
+$h->redis('HINCRBY', "{k:$id{partial}}", 'gen', 1);
 is(get('/long', $k{partial}, '127.0.0.2')->{status}, 403,
    'one address taken off the key: 403 from it with Redis up');
 is(get('/long', $k{partial}, '127.0.0.5')->{status}, 200,
@@ -162,6 +166,7 @@ is(get('/long', $k{narrow1}, "127.0.0.$_")->{status}, 200,
    "narrow1 validated from 127.0.0.$_") for 1 .. 3;
 $h->redis('HSET', "{k:$id{narrow1}}", 'ips', '127.0.0.1',
           'nets', Keys::nets_of('127.0.0.1'));
+$h->redis('HINCRBY', "{k:$id{narrow1}}", 'gen', 1);
 is(get('/long', $k{narrow1}, '127.0.0.2')->{status}, 403,
    'allowlist narrowed to 127.0.0.1: 403 from 127.0.0.2');
 

@@ -2308,6 +2308,51 @@ ictl_event_of(ictl_import_t *im, json_t *obj)
 }
 
 
+/* what the API promises of a ticket type: integer cents, whole counts */
+
+static void
+ictl_ticket_types_ok(ictl_import_t *im, json_t *types)
+{
+    size_t       i, j;
+    json_t      *t, *v;
+    const char  *f;
+
+    static const char  *counts[] = { "price", "quantity", "sold",
+                                     "available", NULL };
+    static const char  *orders[] = { "minPerOrder", "maxPerOrder", NULL };
+
+    json_array_foreach(types, i, t) {
+        if (!json_is_object(t)) {
+            ictl_bad(im, "\"ticketTypes\"[%zu] must be an object", i);
+            continue;
+        }
+
+        for (j = 0; counts[j]; j++) {
+            f = counts[j];
+            v = json_object_get(t, f);
+
+            if (v && !ictl_id_ok(v)) {
+                ictl_bad(im, "\"ticketTypes\"[%zu].%s must be an integer "
+                         ">= 0%s", i, f, j == 0 ? " (cents: 2500 is 25.00)"
+                                                : "");
+            }
+        }
+
+        for (j = 0; orders[j]; j++) {
+            f = orders[j];
+            v = json_object_get(t, f);
+
+            if (v && !json_is_null(v)
+                && !(json_is_integer(v) && json_integer_value(v) >= 1))
+            {
+                ictl_bad(im, "\"ticketTypes\"[%zu].%s must be an integer "
+                         ">= 1", i, f);
+            }
+        }
+    }
+}
+
+
 static void
 ictl_validate(ictl_import_t *im, json_t *obj)
 {
@@ -2356,6 +2401,9 @@ ictl_validate(ictl_import_t *im, json_t *obj)
         v = json_object_get(obj, "ticketTypes");
         if (v && !json_is_array(v)) {
             ictl_bad(im, "\"ticketTypes\" must be an array");
+
+        } else if (v) {
+            ictl_ticket_types_ok(im, v);
         }
         v = json_object_get(obj, "availability");
         if (v && !json_is_object(v)) {
