@@ -202,6 +202,8 @@ static void ngx_http_apikey_record_forget(ngx_http_apikey_ctx_t *ctx);
 static void ngx_http_apikey_exit_process(ngx_cycle_t *cycle);
 static ngx_http_apikey_ctx_t *ngx_http_apikey_get_ctx(ngx_http_request_t *r);
 static void ngx_http_apikey_ctx_marker(void *data);
+static ngx_uint_t ngx_http_apikey_scheme_ok(ngx_http_apikey_header_t *hd,
+    ngx_str_t *v);
 static ngx_int_t ngx_http_apikey_find_key(ngx_http_request_t *r,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_ctx_t *ctx,
     ngx_str_t *key);
@@ -1349,9 +1351,14 @@ ngx_http_apikey_name_eq(u_char *lowcase, u_char *name, size_t len)
 }
 
 
+/*
+ * admitted: the request goes on, and a header of a key header's name in
+ * another scheme (Authorization: Basic, for the backend) stays; refused,
+ * nothing goes on, and no such header reaches the access log either
+ */
 static void
 ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf,
-    ngx_uint_t ident)
+    ngx_uint_t ident, ngx_uint_t admitted)
 {
     ngx_uint_t                 i, j;
     ngx_list_part_t           *part;
@@ -1392,10 +1399,13 @@ ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf,
             continue;
         }
 
+        /* an Authorization: Basic ... for the backend stays */
         for (j = 0; j < alcf->headers->nelts; j++) {
             if (h[i].key.len == hd[j].name.len
                 && ngx_http_apikey_name_eq(h[i].lowcase_key, hd[j].name.data,
-                                           hd[j].name.len))
+                                           hd[j].name.len)
+                && (!admitted
+                    || ngx_http_apikey_scheme_ok(&hd[j], &h[i].value)))
             {
                 ngx_http_apikey_unset(r, &h[i]);
                 break;
@@ -1490,7 +1500,10 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
     ident = (ilcf->handler == 0);
 
-    ngx_http_apikey_strip(r, alcf, ident);
+    /* the open policy may admit what Redis could not answer */
+    ngx_http_apikey_strip(r, alcf, ident,
+                          ctx->code == NGX_HTTP_APIKEY_OK
+                          || ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN);
 
     /* the open policy's memory sets the code (OK, LIMITED, EXPIRED) */
     if (ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN
@@ -1575,6 +1588,22 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
 }
 
 
+/* a value in the header's scheme ("Bearer <key>"), or any if it has none */
+
+static ngx_uint_t
+ngx_http_apikey_scheme_ok(ngx_http_apikey_header_t *hd, ngx_str_t *v)
+{
+    if (hd->scheme.len == 0) {
+        return 1;
+    }
+
+    return v->len > hd->scheme.len
+           && ngx_strncasecmp(v->data, hd->scheme.data, hd->scheme.len) == 0
+           && (v->data[hd->scheme.len] == ' '
+               || v->data[hd->scheme.len] == '\t');
+}
+
+
 static ngx_int_t
 ngx_http_apikey_find_key(ngx_http_request_t *r,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_ctx_t *ctx,
@@ -1614,22 +1643,13 @@ ngx_http_apikey_find_key(ngx_http_request_t *r,
                 continue;
             }
 
-            s = h[i].value.data;
-            e = s + h[i].value.len;
-
-            if (hd[j].scheme.len) {
-                if ((size_t) (e - s) <= hd[j].scheme.len
-                    || ngx_strncasecmp(s, hd[j].scheme.data,
-                                       hd[j].scheme.len) != 0
-                    || (s[hd[j].scheme.len] != ' '
-                        && s[hd[j].scheme.len] != '\t'))
-                {
-                    /* another scheme (Basic, ...): not an API key */
-                    continue;
-                }
-
-                s += hd[j].scheme.len;
+            /* another scheme (Basic, ...): not an API key */
+            if (!ngx_http_apikey_scheme_ok(&hd[j], &h[i].value)) {
+                continue;
             }
+
+            s = h[i].value.data + hd[j].scheme.len;
+            e = h[i].value.data + h[i].value.len;
 
             while (s < e && (*s == ' ' || *s == '\t')) {
                 s++;

@@ -248,6 +248,18 @@ ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf, void *parent,
         }
     }
 
+    /* proxy_pass after it took the location's content over */
+    if (conf->handler && !clcf->noname
+        && clcf->handler != ngx_http_integrations_handler)
+    {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"%V\" in %V:%ui shares its location with another "
+                      "content handler (proxy_pass, ...): one of them "
+                      "would never run", &conf->handler_name,
+                      &conf->handler_file, conf->handler_line);
+        return NGX_CONF_ERROR;
+    }
+
     ngx_conf_merge_uint_value(conf->validate, prev->validate,
                               NGX_INTEGRATIONS_VALIDATE_NONE);
 
@@ -393,9 +405,16 @@ ngx_http_integrations_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate: a location has one integrations handler";
     }
 
-    ilcf->status = 1;
-
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (clcf->handler
+        && clcf->handler != ngx_http_integrations_status_handler)
+    {
+        return "cannot share a location with another content handler "
+               "(proxy_pass, ...) given before it";
+    }
+
+    ilcf->status = 1;
     clcf->handler = ngx_http_integrations_status_handler;
 
     return NGX_CONF_OK;

@@ -3228,6 +3228,14 @@ ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return "is duplicate: a location has one integrations handler";
     }
 
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    /* proxy_pass before it: one of the two would silently lose */
+    if (clcf->handler && clcf->handler != ngx_http_integrations_handler) {
+        return "cannot share a location with another content handler "
+               "(proxy_pass, ...) given before it";
+    }
+
     ilcf->handler = cmd->offset;
     ilcf->handler_name = cmd->name;
     ilcf->handler_file = cf->conf_file->file.name;
@@ -3268,7 +3276,6 @@ ngx_integrations_handlers_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         imcf->handlers = hm;
     }
 
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_integrations_handler;
 
     return NGX_CONF_OK;

@@ -258,6 +258,67 @@ EOF2
     is($h->redis('ZCARD', '{o:rot2}:keys'), 2, '... and no key is made');
 }
 
+# -- a second rotation (the successor revoked) keeps the key's own life ------
+{
+    my ($r, $a) = create('--org', 'rot3', '--name', 'forever',
+                         '--key-prefix', 'acme');
+    push @secrets, $a->{key};
+    my ($r2, $out) = $h->ctl('keys', 'rotate', '--org', 'rot3', $a->{id},
+                             '--grace', '1h', '--json');
+    is($r2, 0, 'rotate --grace 1h a key that never expires');
+    my $b = $J->decode($out);
+    push @secrets, $b->{key};
+    is($b->{expires}, undef, '... the new key never expires');
+    like($b->{key}, qr/^acme_live_/, '... and is written as the old one was');
+    is($h->redis('HGET', "{k:$a->{id}}", 'key_expires'), 0,
+       '... the old record keeps its own life (0: never)');
+    is(($h->ctl('keys', 'revoke', '--org', 'rot3', $b->{id}))[0], 0,
+       'the successor revoked (leaked, say)');
+    ($r2, $out) = $h->ctl('keys', 'rotate', '--org', 'rot3', $a->{id},
+                          '--grace', '1h', '--json');
+    is($r2, 0, 'the key rotated again in its grace period');
+    my $c = $J->decode($out);
+    push @secrets, $c->{key};
+    is($c->{expires}, undef, '... its new successor never expires either');
+    is($h->redis('HGET', "{k:$c->{id}}", 'expires'), 0, '... (Redis: 0)');
+    ok(call($c->{key}) == 200, '... and works');
+}
+
+# -- a slot a killed create left is listed, and revoke frees it ------------
+{
+    my ($r, $k) = create('--org', 'orphan', '--name', 'real');
+    push @secrets, $k->{key};
+    $h->redis('ZADD', '{o:orphan}:active', '+inf', 'zzzz2222');
+    my ($rc, $out) = $h->ctl('keys', 'list', '--org', 'orphan');
+    is($rc, 0, 'keys list with a slot held by no record');
+    like($out, qr/^zzzz2222 .*unfinished/m, '... lists it as unfinished');
+    like($out, qr/^\Q$k->{id}\E .*active/m, '... beside the real key');
+    ($rc, $out) = $h->ctl('keys', 'list', '--org', 'orphan', '--json');
+    my @u = grep { $_->{status} eq 'unfinished' } @{ $J->decode($out) };
+    is_deeply([ map { $_->{id} } @u ], ['zzzz2222'], '... and in --json');
+    is(($h->ctl('keys', 'revoke', '--org', 'orphan', 'zzzz2222'))[0], 0,
+       'keys revoke of that id');
+    is($h->redis('ZCARD', '{o:orphan}:active'), 1, '... frees the slot');
+    ($rc, $out) = $h->ctl('keys', 'list', '--org', 'orphan');
+    unlike($out, qr/unfinished/, '... and the list no longer shows it');
+}
+
+# -- input the CLI refuses ------------------------------------------------------
+{
+    my ($r, undef, $err) = create('--org', 'bad', '--name', 'n',
+                                  '--allow-ip', '10.0.0.1,,10.0.0.2');
+    is($r, 1, '--allow-ip with an empty entry: exit 1');
+    like($err, qr/--allow-ip has an empty entry/, '... saying so');
+    ($r, undef, $err) = create('--org', 'bad', '--name', 'n',
+                               '--expires', '106751991167d');
+    is($r, 1, '--expires past 9999: exit 1');
+    like($err, qr/--expires is past 9999-12-31T23:59:59Z/, '... saying so');
+    ($r, undef, $err) = create('--org', 'bad', '--name', 'n',
+                               '--expires', '9999-12-31T23:59:59Z');
+    is($r, 0, '... 9999-12-31T23:59:59Z itself is fine') or diag $err;
+    is($h->redis('ZCARD', '{o:bad}:keys'), 1, 'one key made of the three');
+}
+
 # -- rotate --grace 0 at the cap: the new key takes the old one's slot -------
 {
     my @ids = map { (create('--org', 'full', '--name', "k$_"))[1]{id} } 1 .. 10;

@@ -503,6 +503,23 @@ is($J->decode($h->redis('HGET', $E, 'item'))->{title}, 'Fest renamed',
     is($rc, 0, '... 0 cents (free), whole counts: imported') or diag $err;
 }
 
+# -- what jansson cannot hold is said in the product's words -----------------
+{
+    my ($rc, undef, $err) = $h->ctl_stdin(
+        qq({"kind":"event","id":92,"slug":"nul","title":"a\\u0000b",)
+        . qq("starts":"2026-10-01T10:00:00Z"}\n)
+        . qq({"kind":"event","id":93,"slug":"big","title":"b",)
+        . qq("starts":"2026-10-01T10:00:00Z","revenue":12345678901234567890}\n),
+        'data', 'import', '--org', 'janss', '-');
+    is($rc, 1, '\\u0000 and a number past 64 bits: exit 1');
+    like($err, qr/line 1: a \\u0000 in a string is not taken \(column \d+\)/,
+         '... line 1 says \\u0000 is not taken');
+    like($err, qr/line 2: a number past 64-bit integers \(column \d+\)/,
+         '... line 2 says the number is too big');
+    unlike($err, qr/JSON_ALLOW_NUL/, '... without jansson\'s flag names');
+    is_deeply([ $h->redis('KEYS', '{o:janss}*') ], [], '... nothing written');
+}
+
 # -- renames inside one file are followed in the file's order -------------------
 {
     my $ev = sub { { kind => 'event', id => $_[0], slug => $_[1], title => 't',

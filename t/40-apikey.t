@@ -105,6 +105,17 @@ for my $case (
 # Another scheme in Authorization is not a key.
 is_refusal(get('/api/x', Authorization => "Basic $key"), 401,
            'Basic scheme is not an API key');
+# ... and reaches the backend: only the key's header leaves the request
+{
+    my $res = get('/api/x', 'X-Api-Key' => $key,
+                  Authorization => 'Basic dXNlcjpwdw==');
+    is($res->{status}, 200, 'a key beside Authorization: Basic');
+    my $j = $h->json($res);
+    is($j->{auth}, 'Basic dXNlcjpwdw==', '... Basic is passed on');
+    is($j->{xkey}, '', '... the key is not');
+    $res = get('/api/x', Authorization => "bearer $key");
+    is($h->json($res)->{auth}, '', 'a key in any case of Bearer: stripped');
+}
 # Configured headers and scheme.
 is(get('/custom', Authorization => "Token $key")->{status}, 200,
    'apikey_header "Authorization: Token"');

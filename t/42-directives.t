@@ -148,6 +148,20 @@ for my $d ('integrations_events', 'integrations_whoami',
     bad("$name under apikey off", undef, "apikey off; $d;",
         qr/"$name" needs "apikey on"/);
 }
+# a read handler and proxy_pass in one location: one would never run
+bad('proxy_pass, then a read handler', undef,
+    'apikey on; proxy_pass http://127.0.0.1:1; integrations_whoami;',
+    qr/"integrations_whoami" directive cannot share a location with another/);
+bad('a read handler, then proxy_pass', undef,
+    'apikey on; integrations_events; proxy_pass http://127.0.0.1:1;',
+    qr/"integrations_events" in \S+:\d+ shares its location with another/);
+bad('proxy_pass, then integrations_status', undef,
+    'proxy_pass http://127.0.0.1:1; integrations_status;',
+    qr/"integrations_status" directive cannot share a location with another/);
+good('a read handler beside a proxying nested location', undef,
+     "apikey on; integrations_events;
+"
+     . '        location /w/ { proxy_pass http://127.0.0.1:1; }');
 good('a read handler in a named location', undef,
      "apikey on; try_files \$uri \@w; }\n"
      . '    location @w { integrations_whoami;');

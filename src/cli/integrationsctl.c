@@ -1388,6 +1388,28 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
         return ICTL_BAD_INPUT;
     }
 
+    if (o->allow_ip && *o->allow_ip) {
+        const char  *a, *b;
+
+        /* "10.0.0.1,,10.0.0.2" is refused as --scopes a,,b is */
+        for (a = o->allow_ip; ; a = b + 1) {
+            b = strchr(a, ',');
+            if (b == NULL) {
+                b = a + strlen(a);
+            }
+
+            if (strspn(a, " \t") >= (size_t) (b - a)) {
+                ictl_error("--allow-ip has an empty entry: \"%s\"",
+                           o->allow_ip);
+                return ICTL_BAD_INPUT;
+            }
+
+            if (*b == '\0') {
+                break;
+            }
+        }
+    }
+
     nets[0] = '\0';
     if (o->allow_ip
         && (ngx_integrations_ip_list_nets((const unsigned char *) o->allow_ip,
@@ -1444,6 +1466,12 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
 
         if (expires <= now) {
             ictl_error("--expires is in the past");
+            return ICTL_BAD_INPUT;
+        }
+
+        /* what ISO-8601 can write (and a score below 2^53) */
+        if (ms / 1000 > 253402300799ULL || expires > 253402300799LL) {
+            ictl_error("--expires is past 9999-12-31T23:59:59Z");
             return ICTL_BAD_INPUT;
         }
     }
@@ -1706,6 +1734,56 @@ ictl_keys_list(ictl_t *ctx, const char *org, int json)
         freeReplyObject(h);
     }
 
+    freeReplyObject(ids);
+
+    /*
+     * a slot of the 10 held by an id with no record: a create cut short
+     * (or under way); listed so that `keys revoke` can free it
+     */
+    snprintf(all, sizeof(all), "%s{o:%s}:active", ctx->prefix, org);
+
+    ids = ictl_check(ctx, redisCommand(ctx->rc, "ZRANGE %s 0 -1", all),
+                     "ZRANGE");
+    if (ids == NULL) {
+        json_decref(arr);
+        return ICTL_REDIS;
+    }
+
+    for (i = 0; i < ids->elements; i++) {
+        redisAppendCommand(ctx->rc, "EXISTS %s{k:%s}", ctx->prefix,
+                           ids->element[i]->str);
+    }
+
+    for (i = 0; i < ids->elements; i++) {
+        h = NULL;
+        if (redisGetReply(ctx->rc, (void **) &h) != REDIS_OK
+            || ictl_check(ctx, h, "EXISTS") == NULL)
+        {
+            freeReplyObject(ids);
+            json_decref(arr);
+            return ICTL_REDIS;
+        }
+
+        if (h->integer == 0) {
+            if (json) {
+                j = json_object();
+                json_object_set_new(j, "id",
+                                    json_string(ids->element[i]->str));
+                json_object_set_new(j, "status", json_string("unfinished"));
+                json_array_append_new(arr, j);
+
+            } else {
+                printf("%-8s  %-24s  %-28s  %-20s  %-20s  %-7s\n",
+                       ids->element[i]->str, "(a create cut short)", "-",
+                       "-", "-", "unfinished");
+            }
+        }
+
+        freeReplyObject(h);
+    }
+
+    freeReplyObject(ids);
+
     if (json) {
         out = json_dumps(arr, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         puts(out);
@@ -1713,7 +1791,6 @@ ictl_keys_list(ictl_t *ctx, const char *org, int json)
     }
 
     json_decref(arr);
-    freeReplyObject(ids);
 
     return ICTL_OK;
 }
@@ -1864,8 +1941,9 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     int              rc;
     char            *scopes, *p, exp_s[32], old_s[32], score[32],
                      new_id[NGX_INTEGRATIONS_KEY_ID_LEN + 1], seen[64],
-                     mark[32], rec[160];
-    time_t           now, old_exp, new_exp;
+                     mark[32], rec[160], kprefix[16];
+    time_t           now, old_exp, new_exp, life;
+    const char      *ctx_kprefix;
     uint64_t         ms;
     redisReply      *h, *r;
     const char      *f;
@@ -1938,6 +2016,18 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     }
 
     /*
+     * how long the key may live: a grace period cut "expires" short, and
+     * the first rotation kept what it was (a successor revoked, say, and
+     * the key rotated again)
+     */
+    f = ictl_field_of(h, "key_expires");
+    life = f ? atol(f) : old_exp;
+
+    /* the new key is written as the old one was (qkt_..., acme_...) */
+    f = ictl_field_of(h, "prefix");
+    snprintf(kprefix, sizeof(kprefix), "%s", f ? f : "");
+
+    /*
      * The successor gets the old key's fields whole, straight from the
      * reply (kept until the key is made): a copy cut short could turn
      * "10.1.2.0/24" into "10.1.2.0/2" and widen who may use it.
@@ -1969,16 +2059,16 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
 
     /* a rotation changes the secret, not how long the key may live */
     n.expires = NULL;
-    if (old_exp) {
-        ictl_iso(old_exp, old_s, sizeof(old_s));
+    if (life) {
+        ictl_iso(life, old_s, sizeof(old_s));
         n.expires = old_s;
     }
 
     if (ms == 0) {
         /* the new key takes the old one's slot, then the old one goes */
-        snprintf(score, sizeof(score), "%ld", (long) old_exp);
+        snprintf(score, sizeof(score), "%ld", (long) life);
         n.replace = id;
-        n.replace_score = old_exp ? score : "+inf";
+        n.replace_score = life ? score : "+inf";
     }
 
     snprintf(rec, sizeof(rec), "%s{k:%s}", ctx->prefix, id);
@@ -1989,7 +2079,17 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
         ictl_error("key %s is being rotated by another command", id);
 
     } else if (rc == ICTL_OK) {
+        ctx_kprefix = ctx->key_prefix;
+
+        if (strlen(kprefix) >= 2 && strlen(kprefix) <= 8
+            && strspn(kprefix, "abcdefghijklmnopqrstuvwxyz")
+               == strlen(kprefix))
+        {
+            ctx->key_prefix = kprefix;
+        }
+
         rc = ictl_keys_create(ctx, &n, new_id);
+        ctx->key_prefix = ctx_kprefix;
 
         if (rc != ICTL_OK) {
             ictl_successor(ctx, rec, mark, seen);
@@ -2026,10 +2126,12 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     }
 
     snprintf(exp_s, sizeof(exp_s), "%ld", (long) new_exp);
+    snprintf(old_s, sizeof(old_s), "%ld", (long) life);
 
     r = ictl_check(ctx, redisCommand(ctx->rc,
-                                     "HSET %s{k:%s} expires %s successor %s",
-                                     ctx->prefix, id, exp_s, new_id),
+                                     "HSET %s{k:%s} expires %s successor %s "
+                                     "key_expires %s",
+                                     ctx->prefix, id, exp_s, new_id, old_s),
                    "HSET");
     if (r == NULL) {
         return ICTL_REDIS;
@@ -2952,7 +3054,19 @@ ictl_pass(ictl_import_t *im, FILE *f, ictl_pipe_t *pp)
 
         if (pp == NULL) {
             if (obj == NULL) {
-                ictl_bad(im, "invalid JSON: %s", err.text);
+                /* jansson's words for what it cannot hold */
+                if (strstr(err.text, "JSON_ALLOW_NUL")) {
+                    ictl_bad(im, "a \\u0000 in a string is not taken "
+                             "(column %d)", err.column);
+
+                } else if (strstr(err.text, "too big")) {
+                    ictl_bad(im, "a number past 64-bit integers "
+                             "(column %d): write it as a string or a real",
+                             err.column);
+
+                } else {
+                    ictl_bad(im, "invalid JSON: %s", err.text);
+                }
                 continue;
             }
 
