@@ -854,6 +854,17 @@ ngx_integrations_decimal(unsigned char *dst, int64_t n)
     uint64_t       u;
     unsigned char  digits[20];
 
+    /* most numbers here are lengths and counts: one or two digits */
+    if (n >= 0 && n < 100) {
+        if (n >= 10) {
+            *dst++ = (unsigned char) ('0' + n / 10);
+        }
+
+        *dst++ = (unsigned char) ('0' + n % 10);
+
+        return dst;
+    }
+
     if (n < 0) {
         *dst++ = '-';
         /* -INT64_MIN does not fit an int64_t */

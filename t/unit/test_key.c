@@ -328,6 +328,9 @@ main(void)
     ok(decimal(0, "0"), "decimal 0");
     ok(decimal(7, "7"), "decimal 7");
     ok(decimal(10, "10"), "decimal 10");
+    ok(decimal(9, "9"), "decimal 9 (one digit, the short way)");
+    ok(decimal(99, "99"), "decimal 99 (two digits, the short way)");
+    ok(decimal(100, "100"), "decimal 100 (the long way)");
     ok(decimal(1000000, "1000000"), "decimal 1000000");
     ok(decimal(-1, "-1"), "decimal -1");
     ok(decimal(-450, "-450"), "decimal -450");
