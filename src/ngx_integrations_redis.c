@@ -84,6 +84,7 @@ struct ngx_integrations_redis_s {
     ngx_msec_t                        backoff;
     ngx_integrations_redis_state_e    state;
     unsigned                          read_posted:1;
+    unsigned                          served:1;   /* a reply of a request */
 };
 
 
@@ -699,6 +700,7 @@ ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
     c->write->log = rc->log;
     rc->c = c;
     rc->read_posted = 0;
+    rc->served = 0;
 
     if (rc->peer.sockaddr->sa_family != AF_UNIX) {
         tcp_nodelay = 1;
@@ -712,7 +714,8 @@ ngx_integrations_redis_connect(ngx_integrations_redis_t *rc)
 
     /*
      * A reply the old reader left half parsed. No reply is being handled:
-     * connecting happens at worker start or on the reconnect timer.
+     * connecting happens at worker start, on the reconnect timer, or
+     * after an idle close, with nothing in flight.
      */
     if (rc->reply_pool) {
         ngx_reset_pool(rc->reply_pool);
@@ -1297,6 +1300,27 @@ ngx_integrations_redis_read_handler(ngx_event_t *rev)
             break;
         }
 
+        if (n == 0 && rc->served && ngx_queue_empty(&rc->pending)) {
+            /*
+             * Redis's "timeout" (or a proxy's) closed a connection with
+             * nothing in flight: no failure, and no fail-fast window
+             */
+            ngx_log_error(NGX_LOG_INFO, rc->log, 0,
+                          "integrations redis \"%V\": closed while idle, "
+                          "reconnecting", &rc->conf->name);
+
+            ngx_close_connection(c);
+            rc->c = NULL;
+            rc->state = NGX_INTEGRATIONS_REDIS_DOWN;
+
+            if (rc->timeout_ev.timer_set) {
+                ngx_del_timer(&rc->timeout_ev);
+            }
+
+            ngx_integrations_redis_connect(rc);
+            return;
+        }
+
         if (n == 0 || n == NGX_ERROR) {
             ngx_integrations_redis_fail(rc, n == 0 ? "connection closed"
                                                    : "recv failed");
@@ -1416,6 +1440,7 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     }
 
     rc->backoff = 0;
+    rc->served = 1;
 
     /* the handler may finalize the request and free cmd with it */
     cmd->handler(cmd->data, reply);

@@ -605,6 +605,26 @@ EOF
        'another key meanwhile: 200');
 }
 
+# -- Redis closing an idle connection is no failure -------------------------
+{
+    is(get('/api/x', 'X-Api-Key' => $key)->{status}, 200,
+       'a request before Redis closes idle connections');
+    my $errors = () = $h->error_log =~ /\[error\].*connection closed/g;
+    $h->redis('CONFIG', 'SET', 'timeout', 1);
+    my $closed;
+    for (1 .. 60) {
+        sleep 0.1;
+        $closed = $h->error_log =~ /\[info\].*closed while idle, reconnecting/
+            and last;
+    }
+    $h->redis('CONFIG', 'SET', 'timeout', 0);
+    ok($closed, 'Redis closed the idle connection: said at info');
+    is(get('/api/x', 'X-Api-Key' => $key)->{status}, 200,
+       '... the next request: 200');
+    is(scalar(() = $h->error_log =~ /\[error\].*connection closed/g), $errors,
+       '... and no error logged for it');
+}
+
 unlike($h->error_log, qr/\[(alert|emerg|crit)\]/, 'no alerts in the error log');
 
 $h->done;
