@@ -1057,7 +1057,10 @@ ngx_integrations_redis_append(ngx_integrations_redis_t *rc,
         ngx_add_timer(&rc->timeout_ev, rc->conf->timeout);
     }
 
-    ngx_integrations_stat(redis_commands);
+    /* requests' commands: a handshake to a Redis that is down is no load */
+    if (kind == NGX_INTEGRATIONS_REDIS_USER) {
+        ngx_integrations_stat(redis_commands);
+    }
 
     return NGX_OK;
 }
@@ -1371,8 +1374,6 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     ngx_integrations_redis_cmd_t      *cmd;
     ngx_integrations_redis_pending_t  *p, *next;
 
-    ngx_integrations_stat(redis_replies);
-
     if (ngx_queue_empty(&rc->pending)) {
         ngx_integrations_redis_fail(rc, "unexpected reply");
         return;
@@ -1385,6 +1386,11 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     p = ngx_queue_data(q, ngx_integrations_redis_pending_t, queue);
     cmd = p->cmd;
     p->cmd = NULL;
+
+    /* counted as the commands are: those of requests */
+    if (p->kind == NGX_INTEGRATIONS_REDIS_USER) {
+        ngx_integrations_stat(redis_replies);
+    }
 
     if (p->kind != NGX_INTEGRATIONS_REDIS_USER) {
 
