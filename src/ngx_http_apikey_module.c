@@ -181,7 +181,7 @@ typedef struct {
     ngx_str_t                         name;
     ngx_str_t                         scopes;
     ngx_str_t                         env;
-    ngx_str_t                         nets;     /* "*": any address */
+    ngx_str_t                         nets;     /* "": any address */
     u_char                            id[NGX_INTEGRATIONS_KEY_ID_LEN];
     u_char                            hash[NGX_INTEGRATIONS_HASH_HEX_LEN];
 } ngx_http_apikey_record_t;
@@ -260,7 +260,7 @@ static ngx_uint_t ngx_http_apikey_nested_on(ngx_http_core_loc_conf_t *clcf);
  * padded with spaces (" events:read ").
  * The whole record's answer: {code, hash, org, name, scopes, env, expires,
  * limit, remaining, reset ms, retry ms, the key's own limit (0: none),
- * nets ("*": any address), gen}; the nets also serve the open policy's
+ * nets, gen}; the nets also serve the open policy's
  * memory, which keeps only the addresses they still allow. With a `gen`
  * the worker checked the address, scopes and own limit (given as the
  * limit) itself, and gets {code, limit, remaining, reset ms, retry ms,
@@ -313,10 +313,8 @@ static const char  ngx_http_apikey_script[] =
 "  if fast then\n"
 "    return {code, limit or 0, rem or 0, reset or 0, retry or 0, exp}\n"
 "  end\n"
-"  local nets = r[7] or ''\n"
-"  if nets == '' and (r[11] or '') == '' then nets = '*' end\n"
 "  return {code, r[1], r[2] or '', r[3] or '', r[4] or '', r[9] or 'live',\n"
-"    exp, limit or 0, rem or 0, reset or 0, retry or 0, own, nets,\n"
+"    exp, limit or 0, rem or 0, reset or 0, retry or 0, own, r[7] or '',\n"
 "    '=' .. (r[12] or '')}\n"
 "end\n"
 "if st ~= 'active' then return res(2) end\n"
@@ -688,7 +686,6 @@ ngx_http_apikey_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-
     rc = ngx_integrations_redis_send_r(r, amcf->redis, &ctx->cmd);
 
     if (rc == NGX_ERROR) {
@@ -742,6 +739,7 @@ static ngx_int_t
 ngx_http_apikey_script_args(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf, ngx_http_apikey_record_t *rec)
 {
+    u_char                       *p;
     ngx_str_t                    *args, *a;
     ngx_integrations_identity_t  *id;
 
@@ -767,8 +765,13 @@ ngx_http_apikey_script_args(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
 
     id = &ctx->identity;
 
+    /*
+     * the record may be replaced while this request waits, and a NOSCRIPT
+     * answer sends the arguments again: all of it is copied
+     */
     id->org.data = ngx_pnalloc(r->pool, rec->org.len + rec->name.len
-                                        + rec->scopes.len + rec->env.len);
+                                        + rec->scopes.len + rec->env.len
+                                        + rec->own.len + rec->gen.len);
     if (id->org.data == NULL) {
         return NGX_ERROR;
     }
@@ -782,14 +785,23 @@ ngx_http_apikey_script_args(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     id->env.data = ngx_cpymem(id->scopes.data, rec->scopes.data,
                               rec->scopes.len);
     id->env.len = rec->env.len;
-    ngx_memcpy(id->env.data, rec->env.data, rec->env.len);
+    args[6].data = ngx_cpymem(id->env.data, rec->env.data, rec->env.len);
+    args[6].len = rec->gen.len;
+    p = ngx_cpymem(args[6].data, rec->gen.data, rec->gen.len);
 
     ctx->own_limit = rec->own_limit;
     ctx->fast = 1;
 
     /* the script's own-limit rule, applied here */
-    args[4] = (alcf->rate && rec->own_limit > 0) ? rec->own : a[0];
-    args[6] = rec->gen;
+    if (alcf->rate && rec->own_limit > 0) {
+        args[4].data = p;
+        args[4].len = rec->own.len;
+        ngx_memcpy(p, rec->own.data, rec->own.len);
+
+    } else {
+        args[4] = a[0];
+    }
+
     ctx->cmd.nargs = 7;
 
     return NGX_OK;
@@ -832,8 +844,12 @@ ngx_http_apikey_record_get(ngx_http_apikey_ctx_t *ctx,
         return NULL;
     }
 
-    /* a refusal is the script's to give, with its RateLimit figures */
-    if (!(rec->nets.len == 1 && rec->nets.data[0] == '*')
+    /*
+     * no nets: any address (a record is remembered only from an answer
+     * that passed the address check); a refusal is the script's to give,
+     * with its RateLimit figures
+     */
+    if (rec->nets.len
         && (ctx->ip[0] == '\0'
             || !ngx_integrations_ip_hex_in_nets((char *) ctx->ip,
                                                 rec->nets.data,
@@ -851,12 +867,12 @@ ngx_http_apikey_record_get(ngx_http_apikey_ctx_t *ctx,
 static void
 ngx_http_apikey_record_put(ngx_http_apikey_ctx_t *ctx, redisReply **e)
 {
-    u_char                     *p;
-    size_t                      len;
-    ngx_str_t                  *v[6];
-    ngx_uint_t                  i;
-    ngx_http_apikey_record_t   *rec, **slot;
-    ngx_integrations_identity_t *id;
+    u_char                       *p;
+    size_t                        len;
+    ngx_str_t                    *v[6];
+    ngx_uint_t                    i;
+    ngx_http_apikey_record_t     *rec, **slot;
+    ngx_integrations_identity_t  *id;
 
     id = &ctx->identity;
     slot = &ngx_http_apikey_records[ngx_http_apikey_record_slot(ctx->hash)];
@@ -969,7 +985,7 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
         if (ngx_integrations_redis_log_ok(&i)) {
             ngx_log_error(NGX_LOG_ERR, c->log, 0,
                           "apikey: unexpected reply from redis: %*s "
-                          "(and %ui more in the second before)",
+                          "(and %ui more not logged since the one before)",
                           reply->type == REDIS_REPLY_ERROR
                           ? (size_t) reply->len : (size_t) 0,
                           reply->str, i);
@@ -1091,7 +1107,8 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
     ctx->own_limit = e[11]->integer;
     ctx->code = e[0]->integer;
 
-    if (ctx->code >= NGX_HTTP_APIKEY_IP) {
+    /* past the address check: the nets are the ones that allowed it */
+    if (ctx->code >= NGX_HTTP_APIKEY_SCOPE) {
         ngx_http_apikey_record_put(ctx, e);
 
     } else {
@@ -1354,7 +1371,8 @@ ngx_http_apikey_name_eq(u_char *lowcase, u_char *name, size_t len)
 /*
  * admitted: the request goes on, and a header of a key header's name in
  * another scheme (Authorization: Basic, for the backend) stays; refused,
- * nothing goes on, and no such header reaches the access log either
+ * nothing goes on, and no such header reaches the access log either (but
+ * for the rare refusal the open policy gives from memory)
  */
 static void
 ngx_http_apikey_strip(ngx_http_request_t *r, ngx_http_apikey_loc_conf_t *alcf,
@@ -1491,6 +1509,7 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ngx_http_apikey_loc_conf_t *alcf)
 {
     u_char                            *p, buf[128];
+    size_t                             len;
     ngx_int_t                          rc;
     ngx_str_t                          field;
     ngx_uint_t                         ident;
@@ -1500,10 +1519,19 @@ ngx_http_apikey_finish(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_integrations_module);
     ident = (ilcf->handler == 0);
 
-    /* the open policy may admit what Redis could not answer */
+    /*
+     * admitted: an OK whose scopes cover this location (an internal
+     * redirect may need others), or what the open policy may admit
+     */
+    len = 0;
     ngx_http_apikey_strip(r, alcf, ident,
-                          ctx->code == NGX_HTTP_APIKEY_OK
-                          || ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN);
+                          (ctx->code == NGX_HTTP_APIKEY_OK
+                           && ngx_http_apikey_scopes_missing(alcf,
+                                  ctx->identity.scopes.data,
+                                  ctx->identity.scopes.len, &len) == 0)
+                          || (ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN
+                              && alcf->failure
+                                 == NGX_HTTP_APIKEY_FAILURE_OPEN));
 
     /* the open policy's memory sets the code (OK, LIMITED, EXPIRED) */
     if (ctx->code == NGX_HTTP_APIKEY_REDIS_DOWN

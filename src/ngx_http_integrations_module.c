@@ -249,8 +249,11 @@ ngx_http_integrations_merge_loc_conf(ngx_conf_t *cf, void *parent,
     }
 
     /* proxy_pass after it took the location's content over */
-    if (conf->handler && !clcf->noname
-        && clcf->handler != ngx_http_integrations_handler)
+    if (!clcf->noname
+        && ((conf->handler
+             && clcf->handler != ngx_http_integrations_handler)
+            || (conf->status
+                && clcf->handler != ngx_http_integrations_status_handler)))
     {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"%V\" in %V:%ui shares its location with another "
@@ -415,6 +418,9 @@ ngx_http_integrations_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     ilcf->status = 1;
+    ilcf->handler_name = cmd->name;
+    ilcf->handler_file = cf->conf_file->file.name;
+    ilcf->handler_line = cf->conf_file->line;
     clcf->handler = ngx_http_integrations_status_handler;
 
     return NGX_CONF_OK;

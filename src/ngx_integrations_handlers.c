@@ -1477,7 +1477,8 @@ malformed:
     if (ngx_integrations_redis_log_ok(&skipped)) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "integrations: malformed reply from redis "
-                      "(and %ui more in the second before)", skipped);
+                      "(and %ui more not logged since the one before)",
+                      skipped);
     }
 
 unavailable:
@@ -3178,7 +3179,7 @@ ngx_http_integrations_unexpected(ngx_http_request_t *r, redisReply *reply)
     if (ngx_integrations_redis_log_ok(&skipped)) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "integrations: unexpected reply from redis: \"%*s\" "
-                      "(and %ui more in the second before)",
+                      "(and %ui more not logged since the one before)",
                       reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
                                                        : (size_t) 0,
                       reply->str, skipped);

@@ -346,6 +346,13 @@ is(get('/api/x', Authorization => "Bearer $key", 'X-Api-Key' => $key)
     $h->redis('HSET', "{k:$kid}", 'status', 'revoked');
     is(get('/api/x', 'X-Api-Key' => $k)->{status}, 401,
        'revoked: 401 whatever the worker remembers');
+
+    # only an answer that passed the address check is remembered
+    my ($n) = make_key($h, org => 'acme', ips => '10.0.0.1', nets => '*');
+    is(get('/api/x', 'X-Api-Key' => $n)->{status}, 403,
+       'nets of "*" (written by hand): refused');
+    is(get('/api/x', 'X-Api-Key' => $n)->{status}, 403,
+       '... and again: nothing was remembered from the refusal');
 }
 
 # -- last_used is refreshed, at most once a minute --------------------------
@@ -599,7 +606,7 @@ EOF
     sleep 1.1;
     is(get('/api/x', 'X-Api-Key' => $k)->{status}, 503, 'a second later');
     like($h->error_log,
-         qr/WRONGTYPE.*\(and [1-9]\d* more in the second before\)/,
+         qr/WRONGTYPE.*\(and [1-9]\d* more not logged since the one before\)/,
          '... logged, with how many were not');
     is(get('/api/x', 'X-Api-Key' => $key)->{status}, 200,
        'another key meanwhile: 200');

@@ -155,6 +155,9 @@ bad('proxy_pass, then a read handler', undef,
 bad('a read handler, then proxy_pass', undef,
     'apikey on; integrations_events; proxy_pass http://127.0.0.1:1;',
     qr/"integrations_events" in \S+:\d+ shares its location with another/);
+bad('integrations_status, then proxy_pass', undef,
+    'integrations_status; proxy_pass http://127.0.0.1:1;',
+    qr/"integrations_status" in \S+:\d+ shares its location with another/);
 bad('proxy_pass, then integrations_status', undef,
     'proxy_pass http://127.0.0.1:1; integrations_status;',
     qr/"integrations_status" directive cannot share a location with another/);

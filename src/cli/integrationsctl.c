@@ -1453,6 +1453,12 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
         if (ngx_integrations_duration_parse((const unsigned char *) o->expires,
                                             strlen(o->expires), &ms) == 0)
         {
+            /* what ISO-8601 can write (and a score below 2^53) */
+            if (ms / 1000 > 253402300799ULL) {
+                ictl_error("--expires is past 9999-12-31T23:59:59Z");
+                return ICTL_BAD_INPUT;
+            }
+
             expires = now + (time_t) (ms / 1000);
 
         } else if (ictl_parse_iso(o->expires, &t) == 0) {
@@ -1469,8 +1475,7 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
             return ICTL_BAD_INPUT;
         }
 
-        /* what ISO-8601 can write (and a score below 2^53) */
-        if (ms / 1000 > 253402300799ULL || expires > 253402300799LL) {
+        if (expires > 253402300799LL) {
             ictl_error("--expires is past 9999-12-31T23:59:59Z");
             return ICTL_BAD_INPUT;
         }
@@ -1856,7 +1861,7 @@ ictl_revoke(ictl_t *ctx, const char *org, const char *id)
 static int
 ictl_keys_revoke(ictl_t *ctx, const char *org, const char *id)
 {
-    int          rc;
+    int          rc, orphan;
     redisReply  *h, *r;
 
     /* a slot whose record was never written (a create cut short) */
@@ -1867,17 +1872,47 @@ ictl_keys_revoke(ictl_t *ctx, const char *org, const char *id)
             return ICTL_REDIS;
         }
 
-        rc = (int) r->integer;
+        orphan = (r->integer == 0);
         freeReplyObject(r);
 
-        if (rc == 0) {
-            r = ictl_check(ctx, redisCommand(ctx->rc, "ZREM %s{o:%s}:active %s",
-                                             ctx->prefix, org, id), "ZREM");
+        if (orphan) {
+            r = ictl_check(ctx, redisCommand(ctx->rc,
+                                             "ZSCORE %s{o:%s}:active %s",
+                                             ctx->prefix, org, id), "ZSCORE");
+            if (r == NULL) {
+                return ICTL_REDIS;
+            }
+
+            orphan = (r->type == REDIS_REPLY_STRING);
+            freeReplyObject(r);
+        }
+
+        if (orphan) {
+            /*
+             * a tombstone first: a create still under way finds the id
+             * taken and draws another; a record written meanwhile is
+             * revoked as asked (HSET answers 0: the field was there)
+             */
+            r = ictl_check(ctx, redisCommand(ctx->rc,
+                                             "HSET %s{k:%s} status revoked",
+                                             ctx->prefix, id), "HSET");
             if (r == NULL) {
                 return ICTL_REDIS;
             }
 
             rc = (int) r->integer;
+            freeReplyObject(r);
+
+            if (rc == 1) {
+                freeReplyObject(redisCommand(ctx->rc, "EXPIRE %s{k:%s} 86400",
+                                             ctx->prefix, id));
+            }
+
+            r = ictl_check(ctx, redisCommand(ctx->rc, "ZREM %s{o:%s}:active %s",
+                                             ctx->prefix, org, id), "ZREM");
+            if (r == NULL) {
+                return ICTL_REDIS;
+            }
             freeReplyObject(r);
 
             if (rc == 1) {
@@ -1934,12 +1969,52 @@ ictl_successor(ictl_t *ctx, const char *rec, const char *from,
 }
 
 
+/* a comma-separated list without its empty entries ("a,,b" -> "a,b") */
+
+static char *
+ictl_list_clean(const char *list)
+{
+    char        *out, *w;
+    size_t       n;
+    const char  *a, *b;
+
+    out = malloc(strlen(list) + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    w = out;
+
+    for (a = list; *a; a = *b ? b + 1 : b) {
+        b = strchr(a, ',');
+        if (b == NULL) {
+            b = a + strlen(a);
+        }
+
+        n = (size_t) (b - a);
+
+        if (strspn(a, " \t") < n) {
+            if (w != out) {
+                *w++ = ',';
+            }
+
+            memcpy(w, a, n);
+            w += n;
+        }
+    }
+
+    *w = '\0';
+
+    return out;
+}
+
+
 static int
 ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     const char *grace)
 {
     int              rc;
-    char            *scopes, *p, exp_s[32], old_s[32], score[32],
+    char            *scopes, *ips, *p, exp_s[32], old_s[32], score[32],
                      new_id[NGX_INTEGRATIONS_KEY_ID_LEN + 1], seen[64],
                      mark[32], rec[160], kprefix[16];
     time_t           now, old_exp, new_exp, life;
@@ -2052,8 +2127,17 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     n.scopes = scopes;
     f = ictl_field_of(h, "env");
     n.env = f ? f : "live";
+    /* without the empty entries create refuses (older keys may hold) */
     f = ictl_field_of(h, "ips");
-    n.allow_ip = (f && *f) ? f : NULL;
+    ips = ictl_list_clean(f ? f : "");
+    if (ips == NULL) {
+        ictl_error("out of memory");
+        free(scopes);
+        freeReplyObject(h);
+        return ICTL_REDIS;
+    }
+
+    n.allow_ip = *ips ? ips : NULL;
     f = ictl_field_of(h, "rate_limit");
     n.rate_limit = (f && *f) ? f : NULL;
 
@@ -2097,6 +2181,7 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     }
 
     free(scopes);
+    free(ips);
     freeReplyObject(h);
 
     if (rc == ICTL_OK && ms == 0) {
@@ -2433,7 +2518,8 @@ ictl_ticket_types_ok(ictl_import_t *im, json_t *types)
             f = counts[j];
             v = json_object_get(t, f);
 
-            if (v && !ictl_id_ok(v)) {
+            /* sold and available are counts the source may not know */
+            if (v && !ictl_id_ok(v) && !(j >= 2 && json_is_null(v))) {
                 ictl_bad(im, "\"ticketTypes\"[%zu].%s must be an integer "
                          ">= 0%s", i, f, j == 0 ? " (cents: 2500 is 25.00)"
                                                 : "");
