@@ -303,7 +303,7 @@ static const char  ngx_http_apikey_script[] =
 "local ts = t[1] .. string.sub('00000' .. t[2], -6, -4)\n"
 "local now = tonumber(ts)\n"
 "local exp = 0\n"
-"if ex and ex ~= '0' and ex ~= '' then exp = tonumber(ex) or 0 end\n"
+"if ex and ex ~= '0' and ex ~= '' then exp = tonumber(ex) or -1 end\n"
 "local own = 0\n"
 "if not fast and r[8] and r[8] ~= '' then\n"
 "  own = tonumber(r[8]) or 0\n"
@@ -318,7 +318,7 @@ static const char  ngx_http_apikey_script[] =
 "    '=' .. (r[12] or '')}\n"
 "end\n"
 "if st ~= 'active' then return res(2) end\n"
-"if exp > 0 and exp * 1000 <= now then return res(3) end\n"
+"if exp < 0 or (exp > 0 and exp * 1000 <= now) then return res(3) end\n"
 "if now - (tonumber(lu) or 0) * 1000 >= 60000 then\n"
 "  redis.call('HSET', KEYS[1], 'last_used', t[1])\n"
 "end\n"
@@ -1873,11 +1873,15 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 
     /*
      * the hot path only reads: refresh a slot at most once a second, or
-     * at once when the key's scopes changed
+     * at once when the key's scopes, expiry (a rotation's grace) or own
+     * limit changed
      */
     if (now - e->at < NGX_HTTP_APIKEY_CACHE_FRESH
         && ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0
         && ngx_http_apikey_cache_has_ip(e, ctx->ip)
+        && e->expires == id->expires
+        && e->own_limit == (uint64_t) (ctx->own_limit > 0 ? ctx->own_limit
+                                                          : 0)
         && e->scopes_len == id->scopes.len
         && ngx_memcmp(e->scopes, id->scopes.data, id->scopes.len) == 0)
     {

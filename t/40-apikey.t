@@ -347,6 +347,13 @@ is(get('/api/x', Authorization => "Bearer $key", 'X-Api-Key' => $key)
     is(get('/api/x', 'X-Api-Key' => $k)->{status}, 401,
        'revoked: 401 whatever the worker remembers');
 
+    # an expiry that is no time fails closed
+    for my $bad ('abc', '-5') {
+        my ($e) = make_key($h, org => 'acme', expires => $bad);
+        is(get('/api/x', 'X-Api-Key' => $e)->{status}, 401,
+           "expires \"$bad\" (written by hand): 401, as expired");
+    }
+
     # only an answer that passed the address check is remembered
     my ($n) = make_key($h, org => 'acme', ips => '10.0.0.1', nets => '*');
     is(get('/api/x', 'X-Api-Key' => $n)->{status}, 403,

@@ -110,6 +110,12 @@ my $expires = int(time) + 3;
 for my $name (qw(reader other_ip timed writer expiring)) {
     is(get('/long', $k{$name})->{status}, 200, "$name validated with Redis up");
 }
+# an expiry set after the key was remembered (a rotation's grace), seen
+# by the very next request: the outage's memory has it too
+($k{graced}, $id{graced}) = own_slot_key(org => 'acme');
+is(get('/long', $k{graced})->{status}, 200, 'graced validated, no expiry');
+$h->redis('HSET', "{k:$id{graced}}", 'expires', $expires);
+is(get('/long', $k{graced})->{status}, 200, '... then given an expiry: 200');
 # keys for the outage's own count: the location's limit, and a key's own
 ($k{tight}, $id{tight}) = own_slot_key(org => 'acme');
 ($k{own}, $id{own}) = own_slot_key(org => 'acme', rate_limit => 2);
@@ -285,6 +291,8 @@ is_503(get('/long', $k{narrow1}, '127.0.0.3'),
     like(jbody($r)->{hint} // '', qr/expired/, '... saying it expired');
     $r = get('/long', $k{expiring}, '127.0.0.2');
     is($r->{status}, 401, '... from any address');
+    is(get('/long', $k{graced})->{status}, 401,
+       'open: an expiry given a moment after the key was validated: 401');
 }
 
 # -- Redis back: the normal check again ----------------------------------------
