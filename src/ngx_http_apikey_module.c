@@ -199,6 +199,8 @@ static ngx_http_apikey_record_t *ngx_http_apikey_record_get(
 static void ngx_http_apikey_record_put(ngx_http_apikey_ctx_t *ctx,
     redisReply **e);
 static void ngx_http_apikey_record_forget(ngx_http_apikey_ctx_t *ctx);
+static u_char *ngx_http_apikey_str_put(u_char *p, ngx_str_t *dst,
+    ngx_str_t *src);
 static void ngx_http_apikey_exit_process(ngx_cycle_t *cycle);
 static ngx_http_apikey_ctx_t *ngx_http_apikey_get_ctx(ngx_http_request_t *r);
 static void ngx_http_apikey_ctx_marker(void *data);
@@ -776,27 +778,18 @@ ngx_http_apikey_script_args(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    id->org.len = rec->org.len;
-    id->name.data = ngx_cpymem(id->org.data, rec->org.data, rec->org.len);
-    id->name.len = rec->name.len;
-    id->scopes.data = ngx_cpymem(id->name.data, rec->name.data,
-                                 rec->name.len);
-    id->scopes.len = rec->scopes.len;
-    id->env.data = ngx_cpymem(id->scopes.data, rec->scopes.data,
-                              rec->scopes.len);
-    id->env.len = rec->env.len;
-    args[6].data = ngx_cpymem(id->env.data, rec->env.data, rec->env.len);
-    args[6].len = rec->gen.len;
-    p = ngx_cpymem(args[6].data, rec->gen.data, rec->gen.len);
+    p = ngx_http_apikey_str_put(id->org.data, &id->org, &rec->org);
+    p = ngx_http_apikey_str_put(p, &id->name, &rec->name);
+    p = ngx_http_apikey_str_put(p, &id->scopes, &rec->scopes);
+    p = ngx_http_apikey_str_put(p, &id->env, &rec->env);
+    p = ngx_http_apikey_str_put(p, &args[6], &rec->gen);
 
     ctx->own_limit = rec->own_limit;
     ctx->fast = 1;
 
     /* the script's own-limit rule, applied here */
     if (alcf->rate && rec->own_limit > 0) {
-        args[4].data = p;
-        args[4].len = rec->own.len;
-        ngx_memcpy(p, rec->own.data, rec->own.len);
+        (void) ngx_http_apikey_str_put(p, &args[4], &rec->own);
 
     } else {
         args[4] = a[0];
@@ -808,10 +801,32 @@ ngx_http_apikey_script_args(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx,
 }
 
 
+/* dst: src copied to p; returns the end of the copy */
+
+static u_char *
+ngx_http_apikey_str_put(u_char *p, ngx_str_t *dst, ngx_str_t *src)
+{
+    dst->data = p;
+    dst->len = src->len;
+
+    return ngx_cpymem(p, src->data, src->len);
+}
+
+
+/* a key's slot of n in a table chosen by its hash (hex) */
+
 static ngx_uint_t
+ngx_http_apikey_slot(u_char *hash, ngx_uint_t n)
+{
+    return (ngx_hextoi(hash, 6) & 0xffffff) % n;
+}
+
+
+static ngx_http_apikey_record_t **
 ngx_http_apikey_record_slot(u_char *hash)
 {
-    return (ngx_hextoi(hash, 6) & 0xffffff) % NGX_HTTP_APIKEY_RECORDS;
+    return &ngx_http_apikey_records[ngx_http_apikey_slot(hash,
+                                                 NGX_HTTP_APIKEY_RECORDS)];
 }
 
 
@@ -824,7 +839,7 @@ ngx_http_apikey_record_get(ngx_http_apikey_ctx_t *ctx,
     size_t                     len;
     ngx_http_apikey_record_t  *rec;
 
-    rec = ngx_http_apikey_records[ngx_http_apikey_record_slot(ctx->hash)];
+    rec = *ngx_http_apikey_record_slot(ctx->hash);
 
     if (rec == NULL
         || ngx_current_msec - rec->at >= NGX_HTTP_APIKEY_RECORD_TTL
@@ -869,13 +884,12 @@ ngx_http_apikey_record_put(ngx_http_apikey_ctx_t *ctx, redisReply **e)
 {
     u_char                       *p;
     size_t                        len;
-    ngx_str_t                    *v[6];
-    ngx_uint_t                    i;
+    ngx_str_t                     s;
     ngx_http_apikey_record_t     *rec, **slot;
     ngx_integrations_identity_t  *id;
 
     id = &ctx->identity;
-    slot = &ngx_http_apikey_records[ngx_http_apikey_record_slot(ctx->hash)];
+    slot = ngx_http_apikey_record_slot(ctx->hash);
 
     len = sizeof(ngx_http_apikey_record_t) + NGX_INT64_LEN + e[13]->len
           + id->org.len + id->name.len + id->scopes.len + id->env.len
@@ -899,30 +913,17 @@ ngx_http_apikey_record_put(ngx_http_apikey_ctx_t *ctx, redisReply **e)
     p = ngx_integrations_decimal(p, ctx->own_limit);
     rec->own.len = p - rec->own.data;
 
-    rec->gen.len = e[13]->len;
-    rec->gen.data = p;
-    p = ngx_cpymem(p, e[13]->str, e[13]->len);
+    s.len = e[13]->len;
+    s.data = (u_char *) e[13]->str;
+    p = ngx_http_apikey_str_put(p, &rec->gen, &s);
+    s.len = e[12]->len;
+    s.data = (u_char *) e[12]->str;
+    p = ngx_http_apikey_str_put(p, &rec->nets, &s);
 
-    rec->nets.len = e[12]->len;
-    rec->nets.data = p;
-    p = ngx_cpymem(p, e[12]->str, e[12]->len);
-
-    v[0] = &id->org;
-    v[1] = &rec->org;
-    v[2] = &id->name;
-    v[3] = &rec->name;
-    v[4] = &id->scopes;
-    v[5] = &rec->scopes;
-
-    for (i = 0; i < 6; i += 2) {
-        v[i + 1]->len = v[i]->len;
-        v[i + 1]->data = p;
-        p = ngx_cpymem(p, v[i]->data, v[i]->len);
-    }
-
-    rec->env.len = id->env.len;
-    rec->env.data = p;
-    ngx_memcpy(p, id->env.data, id->env.len);
+    p = ngx_http_apikey_str_put(p, &rec->org, &id->org);
+    p = ngx_http_apikey_str_put(p, &rec->name, &id->name);
+    p = ngx_http_apikey_str_put(p, &rec->scopes, &id->scopes);
+    (void) ngx_http_apikey_str_put(p, &rec->env, &id->env);
 
     ngx_free(*slot);
     *slot = rec;
@@ -934,7 +935,7 @@ ngx_http_apikey_record_forget(ngx_http_apikey_ctx_t *ctx)
 {
     ngx_http_apikey_record_t  **slot;
 
-    slot = &ngx_http_apikey_records[ngx_http_apikey_record_slot(ctx->hash)];
+    slot = ngx_http_apikey_record_slot(ctx->hash);
 
     if (*slot && ngx_memcmp((*slot)->id, ctx->identity.id.data,
                             NGX_INTEGRATIONS_KEY_ID_LEN) == 0)
@@ -982,14 +983,7 @@ ngx_http_apikey_reply(void *data, redisReply *reply)
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
         || reply->element[0]->type != REDIS_REPLY_INTEGER)
     {
-        if (ngx_integrations_redis_log_ok(&i)) {
-            ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                          "apikey: unexpected reply from redis: %*s "
-                          "(and %ui more not logged since the one before)",
-                          reply->type == REDIS_REPLY_ERROR
-                          ? (size_t) reply->len : (size_t) 0,
-                          reply->str, i);
-        }
+        ngx_integrations_redis_log_reply(c->log, "apikey", reply);
         goto resume;
     }
 
@@ -1845,14 +1839,14 @@ ngx_http_apikey_cache_slot(ngx_http_request_t *r, u_char *hash)
 
     table = amcf->cache->data;
 
-    return &table[(ngx_hextoi(hash, 6) & 0xffffff)
-                  % NGX_HTTP_APIKEY_CACHE_SIZE];
+    return &table[ngx_http_apikey_slot(hash, NGX_HTTP_APIKEY_CACHE_SIZE)];
 }
 
 
 static void
 ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 {
+    uint64_t                        own;
     ngx_msec_t                      now;
     ngx_integrations_identity_t    *id;
     ngx_http_apikey_cache_entry_t  *e;
@@ -1864,6 +1858,7 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
 
     id = &ctx->identity;
     now = ngx_http_apikey_now_ms();
+    own = ctx->own_limit > 0 ? (uint64_t) ctx->own_limit : 0;
 
     if (id->org.len > sizeof(e->org) || id->name.len > sizeof(e->name)
         || id->scopes.len > sizeof(e->scopes) || id->env.len > sizeof(e->env))
@@ -1880,8 +1875,7 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
         && ngx_memcmp(e->hash, ctx->hash, NGX_INTEGRATIONS_HASH_HEX_LEN) == 0
         && ngx_http_apikey_cache_has_ip(e, ctx->ip)
         && e->expires == id->expires
-        && e->own_limit == (uint64_t) (ctx->own_limit > 0 ? ctx->own_limit
-                                                          : 0)
+        && e->own_limit == own
         && e->scopes_len == id->scopes.len
         && ngx_memcmp(e->scopes, id->scopes.data, id->scopes.len) == 0)
     {
@@ -1924,7 +1918,7 @@ ngx_http_apikey_cache_put(ngx_http_request_t *r, ngx_http_apikey_ctx_t *ctx)
     e->scopes_len = (uint16_t) id->scopes.len;
     ngx_memcpy(e->scopes, id->scopes.data, id->scopes.len);
     e->expires = id->expires;
-    e->own_limit = ctx->own_limit > 0 ? (uint64_t) ctx->own_limit : 0;
+    e->own_limit = own;
     e->at = now;
 
     ngx_memory_barrier();

@@ -1347,7 +1347,6 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
     ngx_http_integrations_ctx_t *ctx, redisReply *reply)
 {
     ngx_int_t                      rc;
-    ngx_uint_t                     skipped;
     redisReply                   **e, **part;
     ngx_http_integrations_body_t   body;
 
@@ -1474,12 +1473,8 @@ ngx_http_integrations_respond(ngx_http_request_t *r,
 
 malformed:
 
-    if (ngx_integrations_redis_log_ok(&skipped)) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "integrations: malformed reply from redis "
-                      "(and %ui more not logged since the one before)",
-                      skipped);
-    }
+    ngx_integrations_redis_log_reply(r->connection->log, "integrations",
+                                     NULL);
 
 unavailable:
 
@@ -3174,16 +3169,8 @@ ngx_http_integrations_unavailable(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_integrations_unexpected(ngx_http_request_t *r, redisReply *reply)
 {
-    ngx_uint_t  skipped;
-
-    if (ngx_integrations_redis_log_ok(&skipped)) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "integrations: unexpected reply from redis: \"%*s\" "
-                      "(and %ui more not logged since the one before)",
-                      reply->type == REDIS_REPLY_ERROR ? (size_t) reply->len
-                                                       : (size_t) 0,
-                      reply->str, skipped);
-    }
+    ngx_integrations_redis_log_reply(r->connection->log, "integrations",
+                                     reply);
 
     return ngx_http_integrations_unavailable(r);
 }

@@ -89,6 +89,7 @@ struct ngx_integrations_redis_s {
 
 
 static void ngx_integrations_redis_connect(ngx_integrations_redis_t *rc);
+static void ngx_integrations_redis_close(ngx_integrations_redis_t *rc);
 static void ngx_integrations_redis_fail(ngx_integrations_redis_t *rc,
     const char *why);
 static void ngx_integrations_redis_read_handler(ngx_event_t *rev);
@@ -138,27 +139,42 @@ static ngx_integrations_redis_t  *ngx_integrations_redis_replying;
 
 
 /*
- * An error Redis gives every request (OOM, READONLY, a broken script)
- * is logged at most once a second per worker, not once per request;
- * *skipped: how many were not logged since the last one.
+ * A reply of the wrong shape, or an error Redis gives every request (OOM,
+ * READONLY, a broken script): logged at most once a second per worker,
+ * not once per request, with how many were not; reply NULL: a reply the
+ * caller found malformed.
  */
 
-ngx_uint_t
-ngx_integrations_redis_log_ok(ngx_uint_t *skipped)
+void
+ngx_integrations_redis_log_reply(ngx_log_t *log, const char *who,
+    redisReply *reply)
 {
     static time_t      last;
     static ngx_uint_t  quiet;
 
     if (ngx_time() == last) {
         quiet++;
-        return 0;
+        return;
     }
 
     last = ngx_time();
-    *skipped = quiet;
-    quiet = 0;
 
-    return 1;
+    if (reply == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "%s: malformed reply from redis "
+                      "(and %ui more not logged since the one before)",
+                      who, quiet);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "%s: unexpected reply from redis: \"%*s\" "
+                      "(and %ui more not logged since the one before)",
+                      who, reply->type == REDIS_REPLY_ERROR
+                           ? (size_t) reply->len : (size_t) 0,
+                      reply->str, quiet);
+    }
+
+    quiet = 0;
 }
 
 
@@ -808,6 +824,27 @@ failed:
 
 /* closes the connection, fails every caller, schedules a reconnect */
 
+/* the connection closed, its output dropped, its timer off: "down" */
+
+static void
+ngx_integrations_redis_close(ngx_integrations_redis_t *rc)
+{
+    rc->state = NGX_INTEGRATIONS_REDIS_DOWN;
+
+    if (rc->c) {
+        ngx_close_connection(rc->c);
+        rc->c = NULL;
+    }
+
+    rc->out_pos = 0;
+    rc->out_len = 0;
+
+    if (rc->timeout_ev.timer_set) {
+        ngx_del_timer(&rc->timeout_ev);
+    }
+}
+
+
 static void
 ngx_integrations_redis_fail(ngx_integrations_redis_t *rc, const char *why)
 {
@@ -824,19 +861,7 @@ ngx_integrations_redis_fail(ngx_integrations_redis_t *rc, const char *why)
 
     ngx_integrations_stat(redis_failures);
 
-    rc->state = NGX_INTEGRATIONS_REDIS_DOWN;
-
-    if (rc->c) {
-        ngx_close_connection(rc->c);
-        rc->c = NULL;
-    }
-
-    rc->out_pos = 0;
-    rc->out_len = 0;
-
-    if (rc->timeout_ev.timer_set) {
-        ngx_del_timer(&rc->timeout_ev);
-    }
+    ngx_integrations_redis_close(rc);
 
     /* handlers may queue new commands; they will see the state "down" */
 
@@ -1312,14 +1337,7 @@ ngx_integrations_redis_read_handler(ngx_event_t *rev)
                           "integrations redis \"%V\": closed while idle, "
                           "reconnecting", &rc->conf->name);
 
-            ngx_close_connection(c);
-            rc->c = NULL;
-            rc->state = NGX_INTEGRATIONS_REDIS_DOWN;
-
-            if (rc->timeout_ev.timer_set) {
-                ngx_del_timer(&rc->timeout_ev);
-            }
-
+            ngx_integrations_redis_close(rc);
             ngx_integrations_redis_connect(rc);
             return;
         }
@@ -1387,11 +1405,6 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
     cmd = p->cmd;
     p->cmd = NULL;
 
-    /* counted as the commands are: those of requests */
-    if (p->kind == NGX_INTEGRATIONS_REDIS_USER) {
-        ngx_integrations_stat(redis_replies);
-    }
-
     if (p->kind != NGX_INTEGRATIONS_REDIS_USER) {
 
         if (reply->type == REDIS_REPLY_ERROR) {
@@ -1422,6 +1435,9 @@ ngx_integrations_redis_dispatch(ngx_integrations_redis_t *rc,
 
         return;
     }
+
+    /* counted as the commands are: those of requests */
+    ngx_integrations_stat(redis_replies);
 
     if (cmd == NULL) {
         return;

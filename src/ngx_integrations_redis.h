@@ -82,7 +82,8 @@ ngx_int_t ngx_integrations_redis_send(ngx_integrations_redis_conf_t *rcf,
  * to freeReplyObject().
  */
 ngx_int_t ngx_integrations_redis_keep_reply(ngx_pool_t *owner);
-ngx_uint_t ngx_integrations_redis_log_ok(ngx_uint_t *skipped);
+void ngx_integrations_redis_log_reply(ngx_log_t *log, const char *who,
+    redisReply *reply);
 
 /* the handler will not be called; the reply is dropped when it comes */
 void ngx_integrations_redis_cancel(ngx_integrations_redis_cmd_t *cmd);

@@ -1306,6 +1306,59 @@ ictl_unreserve(ictl_t *ctx, const char *active, const char *all,
 }
 
 
+/* a comma-separated list without its empty entries ("a,,b" -> "a,b") */
+
+static char *
+ictl_list_clean(const char *list)
+{
+    char        *out, *w;
+    size_t       n;
+    const char  *a, *b;
+
+    out = malloc(strlen(list) + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+
+    w = out;
+
+    for (a = list; *a; a = *b ? b + 1 : b) {
+        b = strchr(a, ',');
+        if (b == NULL) {
+            b = a + strlen(a);
+        }
+
+        n = (size_t) (b - a);
+
+        if (strspn(a, " \t") < n) {
+            if (w != out) {
+                *w++ = ',';
+            }
+
+            memcpy(w, a, n);
+            w += n;
+        }
+    }
+
+    *w = '\0';
+
+    return out;
+}
+
+
+/* what --key-prefix takes, and a record's prefix must be to be reused */
+
+static int
+ictl_key_prefix_ok(const char *p)
+{
+    size_t  n;
+
+    n = strlen(p);
+
+    return n >= 2 && n <= 8 && strspn(p, "abcdefghijklmnopqrstuvwxyz") == n;
+}
+
+
 static int
 ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
 {
@@ -1388,25 +1441,24 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
         return ICTL_BAD_INPUT;
     }
 
-    if (o->allow_ip && *o->allow_ip) {
-        const char  *a, *b;
+    if (o->allow_ip) {
+        int    empty;
+        char  *clean;
 
         /* "10.0.0.1,,10.0.0.2" is refused as --scopes a,,b is */
-        for (a = o->allow_ip; ; a = b + 1) {
-            b = strchr(a, ',');
-            if (b == NULL) {
-                b = a + strlen(a);
-            }
+        clean = ictl_list_clean(o->allow_ip);
+        if (clean == NULL) {
+            ictl_error("out of memory");
+            return ICTL_REDIS;
+        }
 
-            if (strspn(a, " \t") >= (size_t) (b - a)) {
-                ictl_error("--allow-ip has an empty entry: \"%s\"",
-                           o->allow_ip);
-                return ICTL_BAD_INPUT;
-            }
+        empty = (strcmp(clean, o->allow_ip) != 0);
+        free(clean);
 
-            if (*b == '\0') {
-                break;
-            }
+        if (empty) {
+            ictl_error("--allow-ip has an empty entry: \"%s\"",
+                       o->allow_ip);
+            return ICTL_BAD_INPUT;
         }
     }
 
@@ -1453,12 +1505,6 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
         if (ngx_integrations_duration_parse((const unsigned char *) o->expires,
                                             strlen(o->expires), &ms) == 0)
         {
-            /* what ISO-8601 can write (and a score below 2^53) */
-            if (ms / 1000 > 253402300799ULL) {
-                ictl_error("--expires is past 9999-12-31T23:59:59Z");
-                return ICTL_BAD_INPUT;
-            }
-
             expires = now + (time_t) (ms / 1000);
 
         } else if (ictl_parse_iso(o->expires, &t) == 0) {
@@ -1475,6 +1521,7 @@ ictl_keys_create(ictl_t *ctx, ictl_key_opts_t *o, char *new_id)
             return ICTL_BAD_INPUT;
         }
 
+        /* what ISO-8601 can write (and a score below 2^53) */
         if (expires > 253402300799LL) {
             ictl_error("--expires is past 9999-12-31T23:59:59Z");
             return ICTL_BAD_INPUT;
@@ -1969,46 +2016,6 @@ ictl_successor(ictl_t *ctx, const char *rec, const char *from,
 }
 
 
-/* a comma-separated list without its empty entries ("a,,b" -> "a,b") */
-
-static char *
-ictl_list_clean(const char *list)
-{
-    char        *out, *w;
-    size_t       n;
-    const char  *a, *b;
-
-    out = malloc(strlen(list) + 1);
-    if (out == NULL) {
-        return NULL;
-    }
-
-    w = out;
-
-    for (a = list; *a; a = *b ? b + 1 : b) {
-        b = strchr(a, ',');
-        if (b == NULL) {
-            b = a + strlen(a);
-        }
-
-        n = (size_t) (b - a);
-
-        if (strspn(a, " \t") < n) {
-            if (w != out) {
-                *w++ = ',';
-            }
-
-            memcpy(w, a, n);
-            w += n;
-        }
-    }
-
-    *w = '\0';
-
-    return out;
-}
-
-
 static int
 ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     const char *grace)
@@ -2165,10 +2172,7 @@ ictl_keys_rotate(ictl_t *ctx, ictl_key_opts_t *o, const char *id,
     } else if (rc == ICTL_OK) {
         ctx_kprefix = ctx->key_prefix;
 
-        if (strlen(kprefix) >= 2 && strlen(kprefix) <= 8
-            && strspn(kprefix, "abcdefghijklmnopqrstuvwxyz")
-               == strlen(kprefix))
-        {
+        if (ictl_key_prefix_ok(kprefix)) {
             ctx->key_prefix = kprefix;
         }
 
@@ -3728,10 +3732,7 @@ main(int argc, char **argv)
         return ICTL_BAD_INPUT;
     }
 
-    if (strlen(ctx.key_prefix) < 2 || strlen(ctx.key_prefix) > 8
-        || strspn(ctx.key_prefix, "abcdefghijklmnopqrstuvwxyz")
-           != strlen(ctx.key_prefix))
-    {
+    if (!ictl_key_prefix_ok(ctx.key_prefix)) {
         ictl_error("--key-prefix must be 2-8 lowercase letters");
         return ICTL_BAD_INPUT;
     }
